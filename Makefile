@@ -1,0 +1,31 @@
+# The two commands of the README:
+#   make up     start Verity with embedded defaults (installs into .venv first)
+#   make test   run the test suite (installs dev deps and, as root, Debian's chromium first)
+PYTHON ?= python3
+VENV   ?= .venv
+PIP     = $(VENV)/bin/pip
+STAMP   = $(VENV)/.installed-dev
+
+.PHONY: up test install bench lint
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/verity up $(ARGS)
+
+test: $(STAMP)
+	scripts/ensure-chromium
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/detector.py
+	$(VENV)/bin/python bench/service.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check app workers tests bench training

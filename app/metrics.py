@@ -1,0 +1,94 @@
+"""Prometheus metrics. Counters and histograms are recorded where things happen (web and worker
+processes; gunicorn multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set by the launcher);
+state (uploads by status, queue depth, providers in use) is read from the DB and Redis at scrape
+time, so every web process reports the same truth."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+UPLOADS = Counter("verity_uploads_accepted_total", "Uploads accepted at the door", ["source", "kind"])
+REJECTED = Counter("verity_uploads_rejected_total", "Uploads refused at the door", ["reason"])
+ENQUEUE_FAILURES = Counter("verity_enqueue_failures_total", "Committed uploads whose enqueue failed")
+JOB_SECONDS = Histogram("verity_job_duration_seconds", "Analysis job wall time", ["outcome"],
+                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+STAGE_SECONDS = Histogram("verity_stage_duration_seconds", "Detector stage time", ["stage"],
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+VERDICTS = Counter("verity_verdicts_total", "Analyses stored, by label and routed status", ["label", "status"])
+REUSED = Counter("verity_analyses_reused_total", "Analyses copied from identical bytes")
+JOB_FAILURES = Counter("verity_job_failures_total", "Analysis job attempts that raised", ["final"])
+RECONCILED = Counter("verity_reconciled_total", "Uploads re-enqueued by the reconciler")
+
+
+class StateCollector:
+    """Scrape-time gauges from the DB and Redis."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def collect(self):
+        from sqlalchemy import func, select
+
+        from app.models import Upload
+        from app.queue import analysis_queue, live_workers
+
+        settings = self.app.config["VERITY"]
+        by_status = GaugeMetricFamily("verity_uploads", "Uploads by status", labels=["status"])
+        with self.app.extensions["verity.db"].session() as s:
+            for status, n in s.execute(select(Upload.status, func.count()).group_by(Upload.status)):
+                by_status.add_metric([status], n)
+        yield by_status
+        conn = self.app.extensions["verity.redis"]
+        q = analysis_queue(settings, conn)
+        depth = GaugeMetricFamily("verity_queue_jobs", "Jobs in the analysis queue by registry",
+                                  labels=["state"])
+        depth.add_metric(["queued"], q.count)
+        depth.add_metric(["started"], q.started_job_registry.count)
+        depth.add_metric(["scheduled"], q.scheduled_job_registry.count)
+        depth.add_metric(["failed"], q.failed_job_registry.count)
+        yield depth
+        prov = GaugeMetricFamily("verity_workers", "Live detector workers by provider and model",
+                                 labels=["provider", "model", "version"])
+        counts: dict[tuple[str, str, str], int] = {}
+        for info in live_workers(conn, settings):
+            key = (info.get("provider", "unknown"), info.get("model", ""), info.get("version", ""))
+            counts[key] = counts.get(key, 0) + 1
+        for key, n in counts.items():
+            prov.add_metric(list(key), n)
+        yield prov
+
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics():
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    state = CollectorRegistry()
+    state.register(StateCollector(current_app._get_current_object()))
+    try:
+        extra = generate_latest(state)
+    except Exception as e:  # noqa: BLE001 - a down Redis must not hide the process metrics
+        extra = f"# state collector failed: {type(e).__name__}\n".encode()
+    return Response(generate_latest(registry) + extra, mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,52 @@
+"""The moderator review UI (/review) and the RQ dashboard for admins (/admin/rq)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, request
+
+RQ_DASHBOARD_PREFIX = "/admin/rq"
+
+
+def init_app(app: Flask) -> None:
+    from app.review.views import bp
+
+    app.register_blueprint(bp)
+    _mount_rq_dashboard(app)
+
+    @app.get("/review")
+    def _review_slash():
+        from flask import redirect, url_for
+
+        return redirect(url_for("review.queue"))
+
+
+def _mount_rq_dashboard(app: Flask) -> None:
+    import rq_dashboard
+    from rq.serializers import JSONSerializer
+
+    rq_dashboard.web.config.serializer = JSONSerializer  # our jobs are JSON (app/queue.py)
+    app.config["RQ_DASHBOARD_REDIS_URL"] = app.config["VERITY"].require_redis_url()
+    rq_dashboard.web.setup_rq_connection(app)
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix=RQ_DASHBOARD_PREFIX)
+    csrf = app.extensions.get("csrf")
+    if csrf is not None:
+        # Its own JavaScript posts without our token; the same-origin check below stands in.
+        csrf.exempt(rq_dashboard.blueprint)
+
+    @app.before_request
+    def _rq_dashboard_admins_only():
+        if request.blueprint != "rq_dashboard":
+            return None
+        from flask_login import current_user
+
+        if not current_user.is_authenticated:
+            return app.login_manager.unauthorized()
+        if not current_user.is_admin:
+            abort(403, "admins only")
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
+            if urlsplit(origin).netloc != request.host:
+                abort(403, "cross-origin request refused")
+        return None

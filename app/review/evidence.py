@@ -1,0 +1,161 @@
+"""What the evidence page shows: the media file, the per-frame timeline, the top face crops.
+
+Boxes and scores come from the analysis (DetectionResult.to_dict() as stored by the worker). Crops
+are cut server-side from the stored blob with the detector's own decoders (EXIF orientation,
+video rotation), so a box lands on the same pixels the model saw; they are cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from app import defaults
+from app.models import Analysis, Upload
+
+SAFE_TYPES = {
+    "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
+    "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov", "video/x-matroska": "mkv",
+}
+"""Media types served as themselves; anything else is served as application/octet-stream."""
+
+CROP_MARGIN = 0.25
+"""Context around a face box in a crop, as a fraction of the box side."""
+
+
+@dataclass
+class TopFace:
+    rank: int
+    frame_index: int
+    timestamp: float
+    face_index: int
+    box: list[float]
+    score: float | None
+
+
+def frames_of(analysis: Analysis | None) -> list[dict[str, Any]]:
+    return list((analysis.evidence or {}).get("frames") or []) if analysis else []
+
+
+def top_score(frame: dict[str, Any]) -> float | None:
+    scores = [f.get("fake_score") for f in frame.get("faces", []) if f.get("fake_score") is not None]
+    return max(scores) if scores else None
+
+
+def timeline(analysis: Analysis | None) -> list[dict[str, Any]]:
+    return [{"index": f.get("index", i), "t": float(f.get("timestamp") or 0.0), "top": top_score(f),
+             "faces": len(f.get("faces", []))} for i, f in enumerate(frames_of(analysis))]
+
+
+def top_faces(analysis: Analysis | None, k: int = defaults.REVIEW_TOP_FACES) -> list[TopFace]:
+    faces = []
+    for f in frames_of(analysis):
+        for j, face in enumerate(f.get("faces", [])):
+            faces.append((face.get("fake_score") if face.get("fake_score") is not None else -1.0,
+                          f.get("index", 0), float(f.get("timestamp") or 0.0), j, face.get("box")))
+    faces.sort(key=lambda x: (-x[0], x[2]))
+    return [TopFace(rank=i, frame_index=fi, timestamp=t, face_index=j, box=box, score=None if s < 0 else s)
+            for i, (s, fi, t, j, box) in enumerate(faces[:k])]
+
+
+def overlay(analysis: Analysis | None) -> list[dict[str, Any]]:
+    """Per sampled frame: its time and face boxes with scores, for the SVG overlay in the page."""
+    return [{"t": float(f.get("timestamp") or 0.0),
+             "faces": [{"box": face.get("box"), "score": face.get("fake_score")} for face in f.get("faces", [])]}
+            for f in frames_of(analysis)]
+
+
+def file_facts(upload: Upload, analysis: Analysis | None) -> dict[str, Any]:
+    media = ((analysis.evidence or {}).get("media") or {}) if analysis else {}
+    return {"type": upload.mime, "kind": upload.kind, "bytes": upload.bytes, "sha256": upload.sha256,
+            "width": media.get("width") or upload.width, "height": media.get("height") or upload.height,
+            "duration": media.get("duration") or upload.duration, "format": media.get("format"),
+            "codec": media.get("codec"), "rotation": media.get("rotation"),
+            "frames_sampled": len(frames_of(analysis)), "filename": upload.filename}
+
+
+# --- files ----------------------------------------------------------------------------------
+
+def cache_dir(settings, *parts: str) -> Path:
+    d = Path(settings.data_dir) / "cache" / "review"
+    for p in parts:
+        d = d / p
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def blob_path(storage, settings, sha256: str) -> Path:
+    """A local path to the blob: the file store's own file, or a cached copy from S3."""
+    if hasattr(storage, "path_for"):
+        return storage.path_for(sha256)
+    dest = cache_dir(settings, "blobs") / sha256
+    if not dest.is_file():
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".dl-")
+        os.close(fd)
+        try:
+            storage.get_to_file(sha256, Path(tmp))
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return dest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".crop-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _crop(rgb, box: list[float], side: int) -> bytes:
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = box
+    m = CROP_MARGIN * max(x2 - x1, y2 - y1)
+    x1, y1 = max(0, int(x1 - m)), max(0, int(y1 - m))
+    x2, y2 = min(w, int(x2 + m)), min(h, int(y2 + m))
+    im = Image.fromarray(rgb[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)])
+    im.thumbnail((side, side))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def crop_path(settings, analysis: Analysis, face: TopFace) -> Path:
+    key = hashlib.sha256(f"{analysis.sha256}:{face.frame_index}:{face.timestamp}:{face.box}".encode()).hexdigest()
+    return cache_dir(settings, "crops", key[:2]) / f"{key}.jpg"
+
+
+def ensure_crops(storage, settings, upload: Upload, analysis: Analysis, faces: list[TopFace],
+                 side: int = defaults.REVIEW_CROP_SIDE) -> None:
+    """Cut every missing crop in one decode of the media (one pass over a video)."""
+    missing = [f for f in faces if f.box and not crop_path(settings, analysis, f).is_file()]
+    if not missing:
+        return
+    from workers.detector import media
+
+    src = blob_path(storage, settings, upload.sha256)
+    if upload.kind == "image":
+        rgb, _ = media.load_image(src)
+        for f in missing:
+            _write_atomic(crop_path(settings, analysis, f), _crop(rgb, f.box, side))
+        return
+    n = max(1, len(frames_of(analysis)))
+    # The same sampling as the worker's: the frame index matches; if it drifted (another PyAV,
+    # another frame count setting), the frame nearest in time stands in.
+    best: dict[int, tuple[float, bytes]] = {}
+    for frame in media.sample_video(src, n=n):
+        for f in missing:
+            dt = 0.0 if f.frame_index == frame.index else abs(f.timestamp - frame.timestamp) + 1e-6
+            if id(f) not in best or dt < best[id(f)][0]:
+                best[id(f)] = (dt, _crop(frame.image, f.box, side))
+    for f in missing:
+        if id(f) in best:
+            _write_atomic(crop_path(settings, analysis, f), best[id(f)][1])

@@ -1,0 +1,40 @@
+"""Backends that cannot be reached: a database outage is a 503 with Retry-After ("try again"),
+never a 500; a Redis outage loses nothing because the row is the record."""
+
+from __future__ import annotations
+
+import io
+
+from mediagen import face_image, jpeg_bytes
+
+
+def test_database_down_is_503_with_retry_after(settings):
+    from app import create_app
+
+    down = settings.with_(database_url="postgresql+psycopg://postgres@127.0.0.1:1/verity")
+    app = create_app({"VERITY": down, "TESTING": True})
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer vk_whatever"
+    resp = client.post("/api/v1/uploads", data={"file": (io.BytesIO(b"x"), "a.jpg")})
+    assert resp.status_code == 503, resp.get_json()
+    body = resp.get_json()
+    assert body["code"] == "unavailable" and body["request_id"]
+    assert int(resp.headers["Retry-After"]) > 0
+
+
+def test_redis_down_still_accepts_into_the_record(settings, authorize):
+    """The database is the record, Redis only a queue: with Redis unreachable the upload is
+    accepted and kept `queued`; the reconciler enqueues it once Redis is back."""
+    from app import create_app
+    from app.models import Upload
+
+    down = settings.with_(redis_url="redis://127.0.0.1:1/0")
+    app = create_app({"VERITY": down, "TESTING": True})
+    client = app.test_client()
+    authorize(app, client)
+    photo = jpeg_bytes(face_image((320, 240), 160))
+    resp = client.post("/api/v1/uploads", data={"file": (io.BytesIO(photo), "a.jpg")})
+    assert resp.status_code == 202, resp.get_json()
+    with app.extensions["verity.db"].session() as s:
+        row = s.get(Upload, resp.get_json()["id"])
+        assert row is not None and row.status == "queued"

@@ -1,0 +1,225 @@
+"""The detector pipeline on real onnxruntime sessions, real face photos and media made here."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from mediagen import face_image, jpeg_bytes, no_face_image, png_bomb, png_bytes, write_video
+from onnxgen import tiny_model
+from PIL import Image
+
+from workers.detector import Label, media
+from workers.detector.aggregate import item_score, label_for
+from workers.detector.crops import crop_face
+from workers.detector.manifest import ManifestError, load_manifest
+from workers.detector.pipeline import Detector
+from workers.detector.result import DetectionResult, FaceEvidence, FrameEvidence
+from workers.detector.runtime import ProviderError, cuda_available, make_session, providers_for
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """The shipped model (models/verity-sbi), on the CPU, warmed up once for the module."""
+    det = Detector(device="cpu")
+    det.warmup()
+    return det
+
+
+# --- the shipped model on real faces ----------------------------------------------------------
+
+def test_photo_with_a_face_is_scored_with_evidence(detector, tmp_path):
+    path = tmp_path / "face.jpg"
+    path.write_bytes(jpeg_bytes(face_image((1920, 1080), 600)))
+    res = detector.analyze_path(path)
+    assert res.label in (Label.LIKELY_AUTHENTIC, Label.SUSPECTED_FAKE)
+    assert 0.0 <= res.score <= 1.0
+    assert len(res.frames) == 1 and len(res.frames[0].faces) == 1
+    face = res.frames[0].faces[0]
+    x1, y1, x2, y2 = face.box
+    # the face was pasted in the middle of the canvas, 600 px tall photo
+    assert 700 < (x1 + x2) / 2 < 1220 and 300 < (y1 + y2) / 2 < 800
+    assert face.detection_score > 0.9 and face.fake_score == pytest.approx(res.score, abs=1e-3)
+    assert res.model_name == detector.model_name and res.provider == "CPUExecutionProvider"
+    assert set(res.timings_ms) >= {"decode", "detect", "classify", "total"}
+    # JSON round trip
+    again = DetectionResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert again.score == res.score and again.frames[0].faces[0].box == face.box
+
+
+def test_no_face_image_is_no_face_never_authentic(detector, tmp_path):
+    path = tmp_path / "landscape.png"
+    path.write_bytes(png_bytes(no_face_image()))
+    res = detector.analyze_path(path)
+    assert res.label == Label.NO_FACE
+    assert res.score is None
+    assert "no face" in res.reasons[0]
+
+
+def test_video_samples_frames_evenly_and_scores_them(detector, tmp_path):
+    path = write_video(tmp_path / "clip.mp4", face_image((640, 360), 300), seconds=4, fps=15)
+    det = Detector(device="cpu", frames=8, manifest=detector.manifest)
+    res = det.analyze_path(path)
+    assert res.label in (Label.LIKELY_AUTHENTIC, Label.SUSPECTED_FAKE)
+    assert res.media.kind == "video" and res.media.codec == "h264"
+    assert res.media.duration == pytest.approx(4.0, abs=0.2)
+    stamps = [f.timestamp for f in res.frames]
+    assert len(stamps) == 8 and stamps == sorted(stamps)
+    # midpoints of 8 slices of 4 s: 0.25, 0.75, ... 3.75
+    assert stamps[0] == pytest.approx(0.25, abs=0.1) and stamps[-1] == pytest.approx(3.75, abs=0.1)
+    assert all(len(f.faces) == 1 for f in res.frames)
+
+
+def test_rotation_metadata_is_honoured(tmp_path):
+    path = write_video(tmp_path / "rot.mp4", face_image((320, 180), 150), seconds=1, fps=10, rotation=90)
+    frames = list(media.sample_video(path, 2))
+    # stored 320x180 landscape, displayed rotated a quarter turn: portrait frames
+    assert frames[0].image.shape[:2] == (320, 180)
+
+
+@pytest.mark.parametrize("name,data,reason", [
+    ("zero.jpg", b"", "empty"),
+    ("page.jpg", b"<html><script>alert(1)</script></html>", "unsupported_type"),
+    ("bomb.png", png_bomb(), "too_many_pixels"),
+])
+def test_bad_files_are_unreadable_with_a_reason(detector, tmp_path, name, data, reason):
+    path = tmp_path / name
+    path.write_bytes(data)
+    res = detector.analyze_path(path)
+    assert res.label == Label.UNREADABLE and res.score is None
+    assert res.reasons[0].startswith(reason)
+
+
+def test_truncated_jpeg_and_mp4_are_unreadable(detector, tmp_path):
+    jpg = jpeg_bytes(face_image((800, 600), 400))
+    (tmp_path / "cut.jpg").write_bytes(jpg[: len(jpg) // 3])
+    res = detector.analyze_path(tmp_path / "cut.jpg")
+    assert res.label == Label.UNREADABLE and res.reasons[0].startswith("corrupt_image")
+    clip = write_video(tmp_path / "full.mp4", face_image((320, 240), 200), seconds=1, fps=10).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(clip[:600])
+    res = detector.analyze_path(tmp_path / "cut.mp4")
+    assert res.label == Label.UNREADABLE and res.reasons[0].startswith("corrupt_video")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = face_image((600, 400), 300)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    path = tmp_path / "rotated.jpg"
+    im.save(path, "JPEG", exif=exif)
+    rgb, info = media.load_image(path)
+    assert rgb.shape[:2] == (600, 400) and info.rotation == 270
+
+
+def test_gif_first_frame_and_webp_are_read(tmp_path):
+    frames = [no_face_image((120, 80)), face_image((120, 80), 60)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    rgb, info = media.load_image(tmp_path / "a.gif")
+    assert info.format == "GIF" and rgb.shape == (80, 120, 3)
+    frames[1].save(tmp_path / "b.webp", "WEBP")
+    assert media.identify(tmp_path / "b.webp") == ("image", "image/webp")
+
+
+# --- manifest, providers, calibration -------------------------------------------------------
+
+def test_manifest_sha256_is_enforced(tmp_path):
+    model = tiny_model(tmp_path, sha="0" * 64)
+    with pytest.raises(ManifestError, match="sha256 mismatch"):
+        load_manifest(model)
+    with pytest.raises(ManifestError, match="sha256 mismatch"):
+        Detector(model=model, device="cpu")
+
+
+def test_manifest_errors_are_clear(tmp_path):
+    with pytest.raises(ManifestError, match="not found"):
+        load_manifest(tmp_path / "nope")
+    (tmp_path / "model.json").write_text('{"name": "x"}')
+    with pytest.raises(ManifestError, match="not a valid model manifest"):
+        load_manifest(tmp_path)
+
+
+def test_shipped_manifest_is_valid_and_matches_its_file():
+    m = load_manifest("verity-sbi")
+    assert m.input.size >= 64 and 0 < m.thresholds.review <= m.thresholds.block < 1
+    assert m.training, "the shipped model must say how it was trained"
+    assert (m.path / "MODEL_CARD.md").is_file()
+
+
+def test_temperature_calibration_is_applied(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = Detector(model=tiny_model(tmp_path / "a"), device="cpu")
+    hot = Detector(model=tiny_model(tmp_path / "b", calibration={"method": "temperature", "temperature": 4.0}),
+                   device="cpu")
+    crops = np.full((1, 32, 32, 3), 255, dtype=np.uint8)  # normalised mean ~ 2.2 -> logit 2.2
+    p1, p4 = float(plain.classify(crops)[0]), float(hot.classify(crops)[0])
+    logit = math.log(p1 / (1 - p1))
+    assert p1 > 0.85
+    assert p4 == pytest.approx(1 / (1 + math.exp(-logit / 4.0)), abs=1e-5)
+
+
+def test_cpu_provider_is_explicit_and_read_back(tmp_path):
+    model = tiny_model(tmp_path)
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    _, provider = make_session(load_manifest(model).model_path, "cpu")
+    assert provider == "CPUExecutionProvider"
+    with pytest.raises(ValueError):
+        providers_for("tpu")
+
+
+@pytest.mark.skipif(cuda_available(), reason="this onnxruntime has the CUDA provider")
+def test_cuda_demanded_without_cuda_fails_loudly(tmp_path):
+    with pytest.raises(ProviderError, match="CUDA"):
+        Detector(model=tiny_model(tmp_path), device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="no CUDAExecutionProvider in this onnxruntime (CPU install)")
+def test_cuda_session_really_runs_on_cuda(tmp_path):
+    det = Detector(device="cuda")
+    assert det.provider == "CUDAExecutionProvider" and det.face_provider == "CUDAExecutionProvider"
+    path = tmp_path / "face.jpg"
+    path.write_bytes(jpeg_bytes(face_image((1280, 720), 400)))
+    res = det.analyze_path(path)
+    assert res.provider == "CUDAExecutionProvider" and res.score is not None
+
+
+# --- pure parts -----------------------------------------------------------------------------
+
+def _frame(i, *scores):
+    return FrameEvidence(index=i, timestamp=i / 10, faces=[
+        FaceEvidence(box=[0, 0, 1, 1], landmarks=[], detection_score=0.99, fake_score=s) for s in scores])
+
+
+def test_item_score_is_mean_of_top_k_frame_maxima():
+    frames = [_frame(0, 0.1, 0.9), _frame(1, 0.2), _frame(2), _frame(3, 0.5), _frame(4, 0.3)]
+    assert item_score(frames, 2) == pytest.approx((0.9 + 0.5) / 2)
+    assert item_score(frames, 10) == pytest.approx((0.9 + 0.5 + 0.3 + 0.2) / 4)
+    assert item_score([_frame(0), _frame(1)], 4) is None
+
+
+def test_labels_and_reasons():
+    label, reasons = label_for(None, 0.5, [_frame(0)], "image")
+    assert label == Label.NO_FACE
+    label, reasons = label_for(0.7, 0.5, [_frame(0, 0.7)], "image")
+    assert label == Label.SUSPECTED_FAKE and "0.70" in reasons[0]
+    label, _ = label_for(0.2, 0.5, [_frame(0, 0.2)], "image")
+    assert label == Label.LIKELY_AUTHENTIC
+
+
+def test_crop_is_square_around_the_box_and_aligns_eyes():
+    img = np.zeros((200, 200, 3), np.uint8)
+    img[90:110, 50:150] = 255  # a bright bar
+    crop = crop_face(img, [50, 50, 150, 150], None, 100, margin=1.0)
+    assert crop.shape == (100, 100, 3) and crop[50, 50].tolist() == [255, 255, 255]
+    # eyes on a 45 degree line: aligning rotates the bar off the horizontal
+    tilted = crop_face(img, [50, 50, 150, 150], np.array([[60, 60], [140, 140]]), 100, 1.0, align=True)
+    assert tilted[50, 50].tolist() == [255, 255, 255] and tilted[50, 5].tolist() != [255, 255, 255]
+
+
+def test_one_frame_video_is_analysed_not_unreadable(tmp_path):
+    path = write_video(tmp_path / "one.mp4", face_image((320, 240), 160), seconds=1 / 15, fps=15)
+    frames = list(media.sample_video(path, 32))
+    assert len(frames) == 1 and frames[0].image.shape == (240, 320, 3)

@@ -1,0 +1,174 @@
+"""`verity up` as an operator runs it: a subprocess with embedded Redis, SQLite, gunicorn and a
+real worker process; then a restart on the same data dir loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mediagen import face_image, jpeg_bytes
+
+from app.embedded_redis import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+AUTH: dict[str, str] = {}
+"""The platform API key's header, set once `verity key create` made one (issue 5)."""
+
+
+def _get(url: str, timeout: float = 5.0):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, b""
+
+
+def _post_file(url: str, data: bytes, name: str = "face.jpg"):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **AUTH})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, json.loads(r.read())
+
+
+def _wait(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "VERITY_DATA_DIR")}
+
+
+def _start(data_dir: Path, port: int) -> subprocess.Popen:
+    env = _start_env()
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--data-dir", str(data_dir),
+                             "--port", str(port), "--workers", "1"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError("verity up did not stop within 60 s:\n" + out[-3000:])
+    return out
+
+
+def test_verity_up_serves_the_page_analyses_and_survives_a_restart(tmp_path, shared_detector):
+    data_dir = tmp_path / "var"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start(data_dir, port)
+    try:
+        _wait(lambda: _get(base + "/readyz")[0] == 200 if proc.poll() is None else pytest.fail("exited"),
+              90, "/readyz to turn 200")
+        status, page = _get(base + "/")
+        assert status == 200 and b'id="dropzone"' in page
+        key = subprocess.run([sys.executable, "-m", "app.cli", "key", "create", "launcher", "--show-score",
+                              "--data-dir", str(data_dir)], cwd=REPO, capture_output=True, text=True,
+                             env=_start_env(), check=True).stdout.strip().splitlines()[-1]
+        AUTH["Authorization"] = f"Bearer {key}"
+        status, body = _post_file(base + "/api/v1/uploads", jpeg_bytes(face_image((800, 600), 400)))
+        assert status == 202
+        uid = body["id"]
+
+        def verdict():
+            _, b = _get(f"{base}/api/v1/uploads/{uid}")
+            d = json.loads(b)
+            return d if d["status"] not in ("queued", "analyzing") else None
+
+        first = _wait(verdict, 60, "a verdict")
+        assert first["analysis"]["label"] in ("likely_authentic", "suspected_fake")
+        assert b"verity_uploads_accepted_total" in _get(base + "/metrics")[1]
+    finally:
+        out = _stop(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert "Verity is up: http://127.0.0.1:" in out and "Verity stopped." in out
+    assert not (data_dir / "redis.url").exists()
+
+    proc = _start(data_dir, port)
+    try:
+        _wait(lambda: _get(base + "/healthz")[0] == 200 if proc.poll() is None else pytest.fail("exited"),
+              60, "restart")
+        again = json.loads(_get(f"{base}/api/v1/uploads/{uid}")[1])
+        assert again["status"] == first["status"] and again["analysis"]["score"] == first["analysis"]["score"]
+    finally:
+        out = _stop(proc)
+    assert proc.returncode == 0, out[-3000:]
+
+
+def test_doctor_says_what_is_wrong(tmp_path):
+    from app.cli import main
+
+    r = CliRunner().invoke(main, ["doctor", "--data-dir", str(tmp_path)],
+                           env={"REDIS_URL": "", "DATABASE_URL": "", "VERITY_MODEL": str(tmp_path / "nope")})
+    assert r.exit_code == 1
+    assert "[FAIL] database" in r.output and "verity db upgrade" in r.output
+    assert "[FAIL] redis" in r.output and "verity up" in r.output
+    assert "[FAIL] model" in r.output
+    assert "[ok  ] storage" in r.output and "[ok  ] providers" in r.output
+
+
+def test_doctor_passes_on_a_working_setup(settings, shared_detector):
+    from app.cli import main
+
+    env = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
+    r = CliRunner().invoke(main, ["doctor", "--data-dir", str(settings.data_dir)], env=env)
+    assert "[ok  ] database" in r.output and "[ok  ] redis" in r.output and "[ok  ] model" in r.output, r.output
+    assert r.exit_code == 0, r.output
+
+
+def test_verity_worker_n2_processes_the_queue_in_separate_processes(app, client, settings):
+    """`verity worker -n 2 --burst`: two real worker processes, each with its own detector."""
+    import io
+
+    from mediagen import no_face_image
+
+    ids = []
+    for i in range(3):
+        data = jpeg_bytes(no_face_image((640 + i * 16, 480)))
+        r = client.post("/api/v1/uploads", data={"file": (io.BytesIO(data), f"{i}.jpg")},
+                        content_type="multipart/form-data")
+        assert r.status_code == 202
+        ids.append(r.get_json()["id"])
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+           "VERITY_DATA_DIR": str(settings.data_dir), "VERITY_LOG_LEVEL": "WARNING"}
+    out = subprocess.run([sys.executable, "-m", "app.cli", "worker", "-n", "2", "--burst"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=180, check=False)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    for uid in ids:
+        body = client.get(f"/api/v1/uploads/{uid}").get_json()
+        assert body["status"] == "cleared" and body["analysis"]["label"] == "no_face", body
+
+
+def test_worker_with_a_missing_model_says_so(settings, tmp_path):
+    from app.cli import main
+
+    env = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+           "VERITY_MODEL": str(tmp_path / "no-such-model")}
+    r = CliRunner().invoke(main, ["worker", "--burst", "--data-dir", str(settings.data_dir)], env=env)
+    assert r.exit_code == 1
+    assert "the detector cannot start" in r.output and "no-such-model" in r.output

@@ -1,0 +1,115 @@
+"""Self-Blended Images generator (training/sbi.py): pure numpy + Pillow, no torch needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from training import sbi
+
+
+def _face(size: int = 256, seed: int = 0):
+    """A synthetic face-like picture with a textured background, its box and 5 landmarks."""
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    d = ImageDraw.Draw(img)
+    s = size / 256
+    d.ellipse([78 * s, 60 * s, 178 * s, 200 * s], fill=(205, 160, 130))
+    d.ellipse([100 * s, 105 * s, 118 * s, 115 * s], fill=(40, 30, 30))
+    d.ellipse([138 * s, 105 * s, 156 * s, 115 * s], fill=(40, 30, 30))
+    d.line([110 * s, 165 * s, 146 * s, 165 * s], fill=(150, 60, 60), width=3)
+    box = np.array([80, 70, 176, 196], dtype=np.float32) * s
+    lms = np.array([[109, 110], [147, 110], [128, 138], [112, 165], [144, 165]], dtype=np.float32) * s
+    return np.asarray(img), box, lms
+
+
+def test_mask_range_shape_and_location():
+    img, box, lms = _face()
+    m = sbi.blend_mask(img.shape[:2], box, lms, np.random.default_rng(1))
+    assert m.shape == img.shape[:2] and m.dtype == np.float32
+    assert m.min() >= 0.0 and m.max() <= 1.0
+    assert m.max() == pytest.approx(1.0)
+    # The inner face (between the eyes and the mouth) is inside; far corners are not.
+    assert m[135, 128] > 0.5
+    assert m[:20, :20].max() == 0 and m[-20:, -20:].max() == 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_blend_changes_pixels_only_inside_mask(seed):
+    img, box, lms = _face(seed=seed)
+    fake, m = sbi.self_blend(img, box, lms, np.random.default_rng(seed))
+    assert fake.shape == img.shape and fake.dtype == np.uint8
+    assert m.shape == img.shape[:2] and m.min() >= 0 and m.max() <= 1
+    changed = np.any(fake != img, axis=2)
+    assert changed.any(), "a self-blended image must differ from its source"
+    assert not changed[m <= 0].any(), "pixels outside the blend mask must be untouched"
+    # ... and the changed region lies within the (dilated) face hull, not elsewhere.
+    ys, xs = np.nonzero(changed)
+    x1, y1, x2, y2 = box
+    fw, fh = x2 - x1, y2 - y1
+    assert xs.min() >= x1 - 0.35 * fw and xs.max() <= x2 + 0.35 * fw
+    assert ys.min() >= y1 - 0.35 * fh and ys.max() <= y2 + 0.35 * fh
+
+
+def test_deterministic_given_seed():
+    img, box, lms = _face()
+    a, ma = sbi.self_blend(img, box, lms, np.random.default_rng(42))
+    b, mb = sbi.self_blend(img, box, lms, np.random.default_rng(42))
+    c, _ = sbi.self_blend(img, box, lms, np.random.default_rng(43))
+    assert np.array_equal(a, b) and np.array_equal(ma, mb)
+    assert not np.array_equal(a, c)
+
+
+def test_blend_ratio_scales_mask():
+    img, box, lms = _face()
+    _, m_half = sbi.self_blend(img, box, lms, np.random.default_rng(5), ratio=0.5)
+    _, m_full = sbi.self_blend(img, box, lms, np.random.default_rng(5), ratio=1.0)
+    assert m_half.max() == pytest.approx(0.5, abs=1e-6)
+    assert np.allclose(m_half * 2, m_full, atol=1e-6)
+
+
+def test_rejects_non_uint8():
+    img, box, lms = _face()
+    with pytest.raises(ValueError):
+        sbi.self_blend(img.astype(np.float32), box, lms, np.random.default_rng(0))
+
+
+def test_convex_hull():
+    pts = np.array([[0, 0], [2, 0], [2, 2], [0, 2], [1, 1], [1, 0]], dtype=float)
+    hull = sbi.convex_hull(pts)
+    assert {tuple(p) for p in hull.tolist()} == {(0, 0), (2, 0), (2, 2), (0, 2)}
+
+
+def test_outline_follows_rotation():
+    img, box, lms = _face()
+    c = lms.mean(0)
+    rot = np.array([[0, -1], [1, 0]], dtype=np.float32)  # 90 degrees
+    pts = sbi.face_outline(np.array([-1e4, -1e4, 1e4, 1e4]), lms)
+    pts_r = sbi.face_outline(np.array([-1e4, -1e4, 1e4, 1e4]), (lms - c) @ rot.T + c)
+    assert np.allclose((pts - c) @ rot.T + c, pts_r, atol=1e-3)
+
+
+def test_degrade_maps_box_and_landmarks():
+    img, box, lms = _face()
+    rng = np.random.default_rng(0)
+    out, b, lm = sbi.degrade(img, box, lms, rng, jpeg_range=(50, 50), scale_range=(0.5, 0.5),
+                             p_scale=1.0, p_jpeg=1.0)
+    assert out.shape == (128, 128, 3) and out.dtype == np.uint8
+    assert np.allclose(b, box * 0.5) and np.allclose(lm, lms * 0.5)
+
+
+def test_augment_shape_dtype_deterministic():
+    img, _, _ = _face(size=192)
+    a = sbi.augment(img, np.random.default_rng(3))
+    b = sbi.augment(img, np.random.default_rng(3))
+    assert a.shape == img.shape and a.dtype == np.uint8 and a.flags.c_contiguous
+    assert np.array_equal(a, b)
+
+
+def test_jpeg_roundtrip_changes_little():
+    y, x = np.mgrid[0:128, 0:128]
+    img = np.stack([x * 2, y * 2, (x + y)], axis=2).astype(np.uint8)  # smooth gradient
+    out = sbi.jpeg(img, 95)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - img.astype(int)).mean() < 3

