@@ -49,6 +49,18 @@ def init_app(app: Flask) -> None:
     def _stamp_request_id():
         request_id()
 
+    @app.before_request
+    def _refuse_nul_parameters():
+        # A NUL in a query parameter or a path part reaches the database otherwise, and PostgreSQL
+        # refuses it with an error (a 500 here). No Verity parameter can hold one: say so.
+        values = list(request.args.values())
+        values += [v for v in (request.view_args or {}).values() if isinstance(v, str)]
+        if request.mimetype == "application/x-www-form-urlencoded":  # the review forms (small)
+            values += request.form.values()
+        if any("\x00" in v for v in values):
+            return error_response(400, "bad_request", "a parameter contains a NUL character")
+        return None
+
     @app.after_request
     def _echo_request_id(resp):
         resp.headers[REQUEST_ID_HEADER] = request_id()

@@ -38,7 +38,7 @@ from app.db import get_session
 from app.errors import ApiError, error_response, request_id
 from app.models import AuditEvent, ReviewItem, Status, Upload
 from app.uploads import accept_upload
-from app.webhooks.models import WebhookDelivery
+from app.webhooks.models import DeliveryState, WebhookDelivery
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 
@@ -347,6 +347,8 @@ def list_deliveries():
     if (uid := request.args.get("upload_id")) is not None:
         q = q.where(WebhookDelivery.upload_id == uid)
     if (state := request.args.get("state")) is not None:
+        if state not in DeliveryState.ALL:
+            raise ApiError(400, "bad_request", f"state must be one of {', '.join(DeliveryState.ALL)}")
         q = q.where(WebhookDelivery.state == state)
     rows = get_session().scalars(q.order_by(WebhookDelivery.created_at.desc()).limit(100)).all()
     return _json(DeliveryList(items=[delivery_out(d) for d in rows]))

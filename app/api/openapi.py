@@ -65,7 +65,7 @@ SUBMIT_FIELDS = {
 
 
 def _paths() -> dict[str, Any]:
-    common = _errors(401, 429)
+    common = _errors(400, 401, 429)  # 400: e.g. a NUL in a parameter (app/errors.py)
     submit_errors = _errors(400, 401, 413, 415, 422, 429, 503)
     return {
         "/api/v1/uploads": {
@@ -127,7 +127,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "withdrawUpload",
                 "summary": "The platform withdrew the content: blob removed, record kept (status withdrawn)",
                 "parameters": [UPLOAD_ID],
-                "responses": {"200": _json_response("The withdrawn upload", "UploadOut"), **_errors(401, 404, 429)},
+                "responses": {"200": _json_response("The withdrawn upload", "UploadOut"), **_errors(400, 401, 404, 429)},
             },
         },
         "/api/v1/me": {
@@ -146,12 +146,12 @@ def _paths() -> dict[str, Any]:
         "/api/v1/webhooks/deliveries/{delivery_id}": {
             "get": {"operationId": "getDelivery", "summary": "One delivery with every attempt",
                     "parameters": [DELIVERY_ID],
-                    "responses": {"200": _json_response("The delivery", "DeliveryOut"), **_errors(401, 404, 429)}},
+                    "responses": {"200": _json_response("The delivery", "DeliveryOut"), **_errors(400, 401, 404, 429)}},
         },
         "/api/v1/webhooks/deliveries/{delivery_id}/redeliver": {
             "post": {"operationId": "redeliver", "summary": "Send a delivery again (back-off starts over)",
                      "parameters": [DELIVERY_ID],
-                     "responses": {"202": _json_response("Queued again", "DeliveryOut"), **_errors(401, 404, 429)}},
+                     "responses": {"202": _json_response("Queued again", "DeliveryOut"), **_errors(400, 401, 404, 429)}},
         },
     }
 

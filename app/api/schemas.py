@@ -158,6 +158,14 @@ class SubmitOptions(BaseModel):
     metadata: dict[str, Any] | None = None
     filename: str | None = Field(default=None, max_length=255)
 
+    @field_validator("external_id", "filename")
+    @classmethod
+    def _no_control_characters(cls, v: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL, and no id or file name needs a control character.
+        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("must not contain control characters")
+        return v
+
     @field_validator("metadata", mode="before")
     @classmethod
     def _parse_metadata(cls, v: Any) -> Any:
@@ -168,6 +176,8 @@ class SubmitOptions(BaseModel):
                 raise ValueError("metadata must be a JSON object") from None
         if v is not None and not isinstance(v, dict):
             raise ValueError("metadata must be a JSON object")
+        if v is not None and "\\u0000" in json.dumps(v):
+            raise ValueError("metadata must not contain NUL characters")  # PostgreSQL JSON cannot
         if v is not None and len(json.dumps(v, separators=(",", ":"))) > defaults.API_METADATA_MAX_BYTES:
             raise ValueError(f"metadata is larger than {defaults.API_METADATA_MAX_BYTES} bytes as JSON")
         return v

@@ -165,3 +165,22 @@ def test_withdraw_removes_the_blob_keeps_the_record(api_app):
     got = c.get(f"/api/v1/uploads/{a}", headers=bearer(key)).get_json()
     assert got["status"] == "withdrawn" and got["sha256"] == sha
     assert c.delete("/api/v1/uploads/0123456789abcdef0123456789abcdef", headers=bearer(key)).status_code == 404
+
+
+
+def test_nul_characters_are_refused_before_the_database(api_app):
+    """PostgreSQL refuses NUL in text; schemathesis found a 500 from a NUL in a query parameter."""
+    key = make_key(api_app)
+    c = api_app.test_client()
+    for url in ("/api/v1/uploads?external_id=a%00b", "/api/v1/webhooks/deliveries?upload_id=%00",
+                "/api/v1/webhooks/deliveries/ab%00cd", "/api/v1/uploads/%00"):
+        r = c.get(url, headers=bearer(key))
+        assert r.status_code == 400, (url, r.status_code, r.get_data(as_text=True))
+        assert r.get_json()["code"] == "bad_request"
+    r = c.get("/api/v1/webhooks/deliveries?state=sent", headers=bearer(key))
+    assert r.status_code == 400 and "pending" in r.get_json()["message"]
+    img = jpeg_bytes(no_face_image())
+    for fields in ({"external_id": "x\x00y"}, {"metadata": json.dumps({"k": "a\x00"})}):
+        r = c.post("/api/v1/uploads", headers=bearer(key), data=multipart(img, **fields))
+        assert r.status_code == 422 and r.get_json()["code"] == "invalid_request", r.get_data(as_text=True)
+    assert count_uploads(api_app) == 0
