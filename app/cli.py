@@ -293,11 +293,12 @@ def key_create(data_dir: Path | None, name: str, webhook_url: str | None, rate_l
     """Create a key; the key is printed once, alone on the last line."""
     from app.clients import ClientError, create_client
 
-    db, session = _db_session(_settings(data_dir))
+    s = _settings(data_dir)
+    db, session = _db_session(s)
     try:
         new = create_client(session, name, webhook_url=webhook_url, rate_limit=rate_limit,
                             show_score=show_score, review_threshold=review_threshold,
-                            block_threshold=block_threshold)
+                            block_threshold=block_threshold, allow_private_webhook=s.webhook_allow_private)
     except ClientError as e:
         raise click.ClickException(str(e)) from None
     finally:

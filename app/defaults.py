@@ -171,7 +171,7 @@ REVIEW_HEARTBEAT_SECONDS = 60
 """How often the evidence page renews its claim (well inside REVIEW_CLAIM_SECONDS)."""
 
 REVIEW_PAGE_SIZE = 50
-"""Rows per page in the review queue and the audit log."""
+"""Rows per page in the review queue, the audit log and a key's webhook delivery log."""
 
 REVIEW_TOP_FACES = 6
 """Top-scoring face crops shown on the evidence page."""

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import or_, select
@@ -48,10 +49,26 @@ def check_rate_limit(value: str) -> str:
     return value
 
 
-def check_webhook_url(url: str) -> str:
+WEBHOOK_URL_MAX = 2048
+"""Length of ApiClient.webhook_url."""
+
+
+def check_webhook_url(url: str, *, allow_private: bool = True) -> str:
+    """An absolute http(s) URL that the outbound guard would send to. `allow_private` is the
+    operator's VERITY_WEBHOOK_ALLOW_PRIVATE: callers that have the settings pass it, so that a
+    private or loopback target is refused when it is configured, not first at delivery time
+    (the guard checks every attempt again either way)."""
+    from app.webhooks.guard import OutboundRefused, check_destination
+
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ClientError(f"webhook URL {url!r} must be an absolute http(s) URL")
+    if len(url) > WEBHOOK_URL_MAX:
+        raise ClientError(f"a webhook URL is at most {WEBHOOK_URL_MAX} characters")
+    try:
+        check_destination(url, allow_private=allow_private)
+    except OutboundRefused as e:
+        raise ClientError(f"webhook URL {url!r} is refused: {e}") from None
     return url
 
 
@@ -72,14 +89,15 @@ class NewKey:
 
 def create_client(session: Session, name: str, *, webhook_url: str | None = None,
                   rate_limit: str | None = None, show_score: bool = False,
-                  review_threshold: float | None = None, block_threshold: float | None = None) -> NewKey:
+                  review_threshold: float | None = None, block_threshold: float | None = None,
+                  allow_private_webhook: bool = True) -> NewKey:
     name = name.strip()
     if not name or len(name) > 128:
         raise ClientError("a client name is 1 to 128 characters")
     if session.scalar(select(ApiClient.id).where(ApiClient.name == name)) is not None:
         raise ClientError(f"a client named {name!r} exists already (revoke it, or pick another name)")
     if webhook_url:
-        check_webhook_url(webhook_url)
+        check_webhook_url(webhook_url, allow_private=allow_private_webhook)
     if rate_limit:
         check_rate_limit(rate_limit)
     check_thresholds(review_threshold, block_threshold)
@@ -107,6 +125,30 @@ def revoke_client(session: Session, name_or_id: str) -> ApiClient:
         c.revoked_at = utcnow()
         session.commit()
     return c
+
+
+def update_client(session: Session, client: ApiClient, *, webhook_url: str | None, rate_limit: str | None,
+                  show_score: bool, review_threshold: float | None, block_threshold: float | None,
+                  allow_private_webhook: bool = True) -> dict[str, tuple[Any, Any]]:
+    """Change an active client's settings (the key stays the same) under the rules of
+    create_client; None (or blank) means the operator's default. Returns {field: (before, after)}
+    for what changed. A revoked client is read-only."""
+    if client.revoked_at is not None:
+        raise ClientError(f"client {client.name!r} is revoked; its settings are read-only")
+    webhook_url = (webhook_url or "").strip() or None
+    rate_limit = (rate_limit or "").strip() or None
+    if webhook_url:
+        check_webhook_url(webhook_url, allow_private=allow_private_webhook)
+    if rate_limit:
+        check_rate_limit(rate_limit)
+    check_thresholds(review_threshold, block_threshold)
+    values = {"webhook_url": webhook_url, "rate_limit": rate_limit, "show_score": bool(show_score),
+              "review_threshold": review_threshold, "block_threshold": block_threshold}
+    changed = {k: (getattr(client, k), v) for k, v in values.items() if getattr(client, k) != v}
+    for k, (_, v) in changed.items():
+        setattr(client, k, v)
+    session.commit()
+    return changed
 
 
 def authenticate(session: Session, key: str) -> ApiClient | None:

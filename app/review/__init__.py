@@ -1,4 +1,5 @@
-"""The moderator review UI (/review) and the RQ dashboard for admins (/admin/rq)."""
+"""The moderator review UI (/review), its admin pages (routing settings, API keys) and the RQ
+dashboard for admins (/admin/rq)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ RQ_DASHBOARD_PREFIX = "/admin/rq"
 
 
 def init_app(app: Flask) -> None:
+    from app.review import keys  # noqa: F401  (its routes are on the same blueprint)
     from app.review.views import bp
 
     app.register_blueprint(bp)

@@ -37,7 +37,8 @@ def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
             or ip.is_unspecified or not ip.is_global)
 
 
-def resolve(url: str, *, allow_private: bool) -> Target:
+def _split(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of an allowed URL; raises OutboundRefused."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise OutboundRefused(f"scheme {parts.scheme!r} is not allowed (http or https only)")
@@ -50,18 +51,41 @@ def resolve(url: str, *, allow_private: bool) -> Target:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise OutboundRefused("the URL's port is not valid") from None
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise OutboundRefused(f"cannot resolve {host}: {e}") from None
-    addresses = [info[4][0] for info in infos]
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, host, port, path
+
+
+def _check_addresses(host: str, addresses: list[str], *, allow_private: bool) -> None:
     if not allow_private:
         bad = [a for a in addresses if _forbidden(ipaddress.ip_address(a.split("%")[0]))]
         if bad:
             raise OutboundRefused(f"{host} resolves to a non-public address ({bad[0]}); "
                                   "set VERITY_WEBHOOK_ALLOW_PRIVATE=true to allow it")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(parts.scheme, host, port, path, addresses[0])
+
+
+def resolve(url: str, *, allow_private: bool) -> Target:
+    scheme, host, port, path = _split(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise OutboundRefused(f"cannot resolve {host}: {e}") from None
+    addresses = [info[4][0] for info in infos]
+    _check_addresses(host, addresses, allow_private=allow_private)
+    return Target(scheme, host, port, path, addresses[0])
+
+
+def check_destination(url: str, *, allow_private: bool) -> None:
+    """The same rules, applied when a webhook URL is configured (`verity key create`, the admin
+    keys page), so the operator hears at once why every delivery would be refused. A host that
+    does not resolve yet is accepted: each delivery attempt resolves and checks it again."""
+    _, host, port, _ = _split(url)
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return
+    _check_addresses(host, [info[4][0] for info in infos], allow_private=False)
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):

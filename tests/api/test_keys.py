@@ -62,7 +62,8 @@ def test_create_refuses_bad_settings(api_settings):
     from app.cli import main
 
     runner = CliRunner()
-    for args in (["--rate-limit", "lots"], ["--webhook-url", "ftp://x/y"],
+    # a private target is refused when configured (VERITY_WEBHOOK_ALLOW_PRIVATE is not set here)
+    for args in (["--rate-limit", "lots"], ["--webhook-url", "ftp://x/y"], ["--webhook-url", "http://127.0.0.1:9/x"],
                  ["--review-threshold", "0.9", "--block-threshold", "0.5"]):
         r = runner.invoke(main, ["key", "create", "bad", *args], env=_cli_env(api_settings))
         assert r.exit_code != 0 and "Error" in r.output, (args, r.output)

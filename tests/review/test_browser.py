@@ -172,3 +172,57 @@ def test_admin_pages_render(chromium, live_server, seeded):
     page.goto(live_server + "/admin/rq/")
     assert page.locator("body").inner_text()  # the RQ dashboard, behind the admin login
     ctx.close()
+
+
+def test_admin_keys_pages(chromium, live_server, app, users):
+    """Create a key in the form (shown once, with a copy button), open its delivery log and expand
+    an attempt log, and revoke it through the confirm dialog (dismissed first: nothing happens)."""
+    from app.webhooks.models import WebhookAttempt, WebhookDelivery
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = chromium.new_context(viewport={"width": 1440, "height": 900})
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _login(page, live_server, "admin")
+    page.click("text=Keys")
+    page.wait_for_url("**/review/admin/keys")
+    page.fill("#k-name", "acme")
+    page.fill("#k-hook", "https://93.184.215.14/hooks/verity")
+    page.fill("#k-rate", "100/minute")
+    page.check("#k-score")
+    page.click("#new-key-form button[type=submit]")
+    page.wait_for_selector("#new-key-value")
+    key = page.inner_text("#new-key-value")
+    assert key.startswith("vk_")
+    page.click('[data-copy="new-key-value"]')
+    page.screenshot(path=str(ARTIFACTS / "admin-keys-created.png"), full_page=True)
+
+    with app.extensions["verity.db"].session() as s:
+        from app.clients.models import ApiClient
+
+        client_id = s.query(ApiClient.id).filter_by(name="acme").scalar()
+        d = WebhookDelivery(client_id=client_id, upload_id="f" * 32, event="upload.analyzed", payload="{}",
+                            state="failed", attempts=2, last_status_code=503, last_error="HTTP 503")
+        s.add(d)
+        s.flush()
+        s.add_all([WebhookAttempt(delivery_id=d.id, url="https://93.184.215.14/hooks/verity", status_code=503,
+                                  latency_ms=87.0, error="HTTP 503") for _ in range(2)])
+        s.commit()
+    page.goto(live_server + "/review/admin/keys")
+    assert key not in page.content()
+    page.click("text=acme")
+    page.wait_for_url(f"**/review/admin/keys/{client_id}")
+    page.click("#deliveries details summary")
+    assert page.locator("#deliveries table.attempts tbody tr").count() == 2
+    page.screenshot(path=str(ARTIFACTS / "admin-key.png"), full_page=True)
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#revoke-btn")
+    assert page.locator("#key-settings").count() == 1  # dismissed: still active
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#revoke-btn")
+    page.wait_for_url("**?revoked=1")
+    assert page.locator("#revoked-chip").count() == 1
+    assert not errors, errors
+    ctx.close()

@@ -17,7 +17,8 @@ PUBLIC = {
     "_review_slash",                                  # a bare redirect to /review/ (which needs login)
 }
 ADMIN = {"review.reassign", "review.revise", "review.audit", "review.audit_csv", "review.audit_json",
-         "review.dashboard", "review.settings"}
+         "review.dashboard", "review.settings",
+         "review.keys", "review.key", "review.key_revoke", "review.key_redeliver"}
 
 
 def classify(endpoint: str) -> str:

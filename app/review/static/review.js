@@ -162,6 +162,28 @@
     decideForm.querySelectorAll("button").forEach(function (b) { setTimeout(function () { b.disabled = true; }, 0); });
   });
 
+  /* admin keys page: copy a key or secret that is shown once; confirm a form marked data-confirm */
+  function selectText(el) {
+    var r = document.createRange(), sel = window.getSelection();
+    r.selectNodeContents(el); sel.removeAllRanges(); sel.addRange(r);
+  }
+  document.querySelectorAll("[data-copy]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      var el = document.getElementById(btn.dataset.copy);
+      if (!el) return;
+      var done = function () { btn.textContent = "Copied"; setTimeout(function () { btn.textContent = "Copy"; }, 1500); };
+      selectText(el);
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(el.textContent).then(done, function () { /* stays selected: Ctrl-C */ });
+      } else {
+        try { if (document.execCommand("copy")) done(); } catch (err) { /* stays selected: Ctrl-C */ }
+      }
+    });
+  });
+  document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+    f.addEventListener("submit", function (e) { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); });
+  });
+
   document.addEventListener("keydown", function (e) {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (e.key === "Escape") {
