@@ -6,7 +6,7 @@ VENV   ?= .venv
 PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed-dev
 
-.PHONY: up test install bench lint
+.PHONY: up test install bench load lint
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/detector.py
 	$(VENV)/bin/python bench/service.py
+
+load: $(STAMP)
+	$(VENV)/bin/python bench/load.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check app workers tests bench training
