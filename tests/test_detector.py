@@ -223,3 +223,19 @@ def test_one_frame_video_is_analysed_not_unreadable(tmp_path):
     path = write_video(tmp_path / "one.mp4", face_image((320, 240), 160), seconds=1 / 15, fps=15)
     frames = list(media.sample_video(path, 32))
     assert len(frames) == 1 and frames[0].image.shape == (240, 320, 3)
+
+
+def test_crop_from_a_frame_region_equals_the_crop_from_the_whole_frame():
+    """crop_face hands Pillow only the region a crop can read; the pixels must not change, or the
+    model would be judged on crops unlike those it learned from (training/ passes PIL images)."""
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        h, w = (int(v) for v in rng.integers(40, 500, 2))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        x, y, bw = rng.uniform(-80, w), rng.uniform(-80, h), rng.uniform(5, 300)
+        box = np.array([x, y, x + bw, y + bw * rng.uniform(0.7, 1.4)], np.float32)
+        lms = np.array([[x + bw * 0.3, y + bw * 0.4], [x + bw * 0.7, y + bw * 0.4 + rng.uniform(-40, 40)],
+                        [0, 0], [0, 0], [0, 0]], np.float32)
+        align, margin, size = bool(rng.integers(0, 2)), float(rng.uniform(1.0, 2.0)), int(rng.choice([112, 160]))
+        whole = crop_face(Image.fromarray(img), box, lms, size, margin, align)
+        assert np.array_equal(crop_face(img, box, lms, size, margin, align), whole), (box, align, margin)

@@ -121,13 +121,15 @@ class FaceDetector:
         scale = min(1.0, self.max_side / max(h, w))
         if scale < 1.0:
             nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-            # reducing_gap: shrink by whole factors first (cheap box filter), then resample.
-            image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR, reducing_gap=2.0))
+            # reducing_gap=1: shrink by the whole factor with Pillow's box filter first, then a
+            # small bilinear step: 2 ms for 1080p -> 640 against 9-12 ms for bilinear over the
+            # whole image (bench/detector.py), and the box filter is a proper anti-alias.
+            image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR, reducing_gap=1.0))
         h2, w2 = image.shape[:2]
         ph, pw = math.ceil(h2 / 32) * 32, math.ceil(w2 / 32) * 32
         blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
-        bgr = image[..., ::-1].astype(np.float32) - _MEAN_BGR
-        blob[0, :, :h2, :w2] = bgr.transpose(2, 0, 1)
+        for c in range(3):  # plane by plane, RGB -> BGR minus mean, without a transposed copy
+            np.subtract(image[..., 2 - c], _MEAN_BGR[c], out=blob[0, c, :h2, :w2], casting="unsafe")
         return blob, scale
 
     def decode(self, outputs, blob_hw: tuple[int, int], scale: float) -> list[Face]:
