@@ -215,6 +215,8 @@ def load_settings(env: Mapping[str, str] | None = None, data_dir: str | os.PathL
         kw["model"] = v
     if (v := get("VERITY_DEVICE")) is not None:
         kw["device"] = parse_choice("VERITY_DEVICE", v, ("auto", "cpu", "cuda"))
+    if (v := get("VERITY_ORT_SPIN")) is not None:
+        parse_boolean("VERITY_ORT_SPIN", v)  # read by the detector runtime; checked here at start
     if (v := get("VERITY_FRAMES")) is not None:
         kw["frames"] = parse_int("VERITY_FRAMES", v, minimum=1)
         if kw["frames"] > defaults.MAX_SAMPLED_FRAMES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,21 @@ def test_crop_from_a_frame_region_equals_the_crop_from_the_whole_frame():
         align, margin, size = bool(rng.integers(0, 2)), float(rng.uniform(1.0, 2.0)), int(rng.choice([112, 160]))
         whole = crop_face(Image.fromarray(img), box, lms, size, margin, align)
         assert np.array_equal(crop_face(img, box, lms, size, margin, align), whole), (box, align, margin)
+
+
+def test_onnxruntime_threads_sleep_unless_spinning_is_asked_for(monkeypatch, tmp_path):
+    """VERITY_ORT_SPIN (default off) reaches the session's options; a bad value is an error."""
+    model = Path(tiny_model(tmp_path)) / "model.onnx"
+    monkeypatch.delenv("VERITY_ORT_SPIN", raising=False)
+    session, _ = make_session(model, "cpu")
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    monkeypatch.setenv("VERITY_ORT_SPIN", "1")
+    session, _ = make_session(model, "cpu")
+    try:
+        entry = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except Exception:  # noqa: BLE001 - onnxruntime raises when the entry was never set
+        entry = None
+    assert entry in (None, "", "1")
+    monkeypatch.setenv("VERITY_ORT_SPIN", "fast")
+    with pytest.raises(Exception, match="VERITY_ORT_SPIN"):
+        make_session(model, "cpu")

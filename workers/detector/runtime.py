@@ -54,6 +54,19 @@ def providers_for(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
+def ort_spinning() -> bool:
+    """`VERITY_ORT_SPIN` (default off): whether idle onnxruntime threads spin-wait for work.
+
+    Off, they sleep. Measured on 2 cores (bench/detector.py, bench/service.py, 2026-11-25):
+    spinning off took a 1080p photo from 32 to 26 ms, the pipeline from 65% to 72% of the raw ORT
+    ceiling, and the whole service from 18 to 31 items/s, because spinning threads took CPU from
+    the Python thread that feeds them and from the web process beside them. Turn it on only on
+    a host with cores to spare for each worker."""
+    from app.settings import parse_boolean
+
+    return parse_boolean("VERITY_ORT_SPIN", os.environ.get("VERITY_ORT_SPIN", "0"))
+
+
 def make_session(model: bytes | str | os.PathLike, device: str = "auto",
                  threads: int | None = None) -> tuple[ort.InferenceSession, str]:
     """Create a session and return it with the provider that will really run it."""
@@ -63,6 +76,8 @@ def make_session(model: bytes | str | os.PathLike, device: str = "auto",
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if not ort_spinning():
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     wanted = providers_for(device)
     if wanted[0] != "CPUExecutionProvider":
         _preload_cuda_libraries()
