@@ -14,7 +14,7 @@ def create_app(config: dict[str, Any] | None = None):
     from app import api, db, defaults, errors, health, metrics, page
     from app.queue import redis_connection
     from app.settings import load_settings
-    from app.storage import make_storage
+    from app.storage import make_storage, sweep_tmp
 
     config = dict(config or {})
     settings = config.pop("VERITY", None) or load_settings()
@@ -31,6 +31,7 @@ def create_app(config: dict[str, Any] | None = None):
     )
     app.config.update(config)
     app.extensions["verity.storage"] = make_storage(settings)
+    sweep_tmp(settings.tmp_dir, defaults.SPOOL_MAX_AGE_SECONDS)  # spools of a killed web process
     app.extensions["verity.redis"] = redis_connection(settings)
 
     CSRFProtect(app)

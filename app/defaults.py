@@ -184,3 +184,8 @@ LOGIN_RATE_LIMIT = "10/minute;50/hour"
 
 SESSION_HOURS = 12
 """A moderator's session lasts one shift, then they sign in again."""
+
+SPOOL_MAX_AGE_SECONDS = 3600
+"""Temp files (upload spools, S3 downloads) older than this in `<data>/tmp` are left-overs of a
+killed process and are removed when a web or worker process starts. Longer than any request
+or job can live (gunicorn timeout, JOB_TIMEOUT_SECONDS)."""

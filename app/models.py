@@ -175,12 +175,10 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# Tables defined beside the code that owns them (accounts, runtime settings), registered on
-# Base.metadata wherever the models are loaded: Alembic, the workers, the schema tests.
-from app.auth import models as _auth_models  # noqa: E402,F401
-from app.review import models as _review_models  # noqa: E402,F401
-
-# Tables of the platform API (issue 5) live beside their code; importing the modules here puts
-# them on Base.metadata wherever the models are used (Alembic, the migration test).
-import app.clients.models  # noqa: E402,F401
-import app.webhooks.models  # noqa: E402,F401
+# Tables defined beside the code that owns them (accounts, runtime settings, and the platform
+# API's clients and webhook deliveries), registered on Base.metadata wherever the models are
+# loaded: Alembic, the workers, the schema tests.
+import app.clients.models
+import app.webhooks.models  # noqa: F401
+from app.auth import models as _auth_models  # noqa: F401
+from app.review import models as _review_models  # noqa: F401

@@ -82,7 +82,7 @@ def test_convex_hull():
 
 
 def test_outline_follows_rotation():
-    img, box, lms = _face()
+    _img, _box, lms = _face()
     c = lms.mean(0)
     rot = np.array([[0, -1], [1, 0]], dtype=np.float32)  # 90 degrees
     pts = sbi.face_outline(np.array([-1e4, -1e4, 1e4, 1e4]), lms)

@@ -112,3 +112,25 @@ def test_local_path_reads_in_place_or_downloads(tmp_path, moto_endpoint, monkeyp
     with s3.local_path(sha, tmp_path / "tmp") as lp:
         assert lp.read_bytes() == b"remote"
     assert not lp.exists()
+
+
+def test_left_over_spool_files_are_swept_when_the_web_app_starts(settings):
+    """A SIGKILLed web process leaves its upload spools in <data>/tmp (tests/chaos found them);
+    the next start removes Verity's old temp files and nothing else."""
+    from app import create_app, defaults
+
+    tmp = settings.tmp_dir
+    tmp.mkdir(parents=True, exist_ok=True)
+    old = time.time() - defaults.SPOOL_MAX_AGE_SECONDS - 60
+    stale = [tmp / "upload-abc123", tmp / "s3-0123456789abcdef-x"]
+    for p in stale:
+        p.write_bytes(b"x" * 100)
+        os.utime(p, (old, old))
+    fresh = tmp / "upload-inflight"  # a request of another web process, still going
+    fresh.write_bytes(b"y")
+    foreign = tmp / "operator-notes.txt"
+    foreign.write_bytes(b"z")
+    os.utime(foreign, (old, old))
+    create_app({"VERITY": settings})
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and foreign.exists()

@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from mediagen import REPO, face_image, jpeg_bytes
 
 from app.embedded_redis import free_port
-from mediagen import REPO, face_image, jpeg_bytes
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "tests" / "artifacts"

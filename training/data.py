@@ -174,7 +174,7 @@ def load_corpus(roots: list[str | os.PathLike], id_rule: str = "auto", video_fra
                 detector = _Detector()
             try:
                 frames = video_frames(path, video_frames_n) if is_video else [(-1, load_image(path))]
-            except Exception as e:  # unreadable file: say so, skip it
+            except Exception as e:  # noqa: BLE001 - unreadable file of any kind: say so, skip it
                 print(f"skip {source}: {type(e).__name__}: {e}")
                 frames = []
             entries = []

@@ -101,7 +101,7 @@ def write_card(out: Path, manifest: dict, cfg: dict, history: list, notes: str) 
     card = out / "MODEL_CARD.md"
     keep = f"{EVAL_BEGIN}\n_Not evaluated yet: the evaluation script fills this in._\n{EVAL_END}"
     if card.exists():
-        m = re.search(re.escape(EVAL_BEGIN) + r".*?" + re.escape(EVAL_END), card.read_text(), re.S)
+        m = re.search(re.escape(EVAL_BEGIN) + r".*?" + re.escape(EVAL_END), card.read_text(), re.DOTALL)
         if m:
             keep = m.group(0)
     met = manifest["metrics"]
@@ -294,12 +294,12 @@ def main(argv=None) -> int:
     probs = sigmoid(allz / t)
     raw = np.clip(sigmoid(allz), 1e-7, 1 - 1e-7)
     cal = np.clip(probs, 1e-7, 1 - 1e-7)
-    nll = lambda pp: float(-np.mean(ally * np.log(pp) + (1 - ally) * np.log(1 - pp)))  # noqa: E731
+    nll = lambda pp: float(-np.mean(ally * np.log(pp) + (1 - ally) * np.log(1 - pp)))
     real, fake = probs[ally == 0], probs[ally == 1]
     review, block = rate_threshold(real, 0.05), rate_threshold(real, 0.01)
     block = max(block, review)
     metrics.update({
-        "val_faces": int(len(val)),
+        "val_faces": len(val),
         "val_identities": len({r.identity for r in val}),
         "val_auc_pooled": T.auc(ally, allz),
         "val_nll_raw": nll(raw), "val_nll_calibrated": nll(cal),
@@ -347,7 +347,7 @@ def main(argv=None) -> int:
             "precision": precision, "quantization": quant_note,
             "onnx_bytes": dst.stat().st_size, "onnx_max_abs_diff": max_diff,
             "hardware": cfg.get("hardware", "Trained on a CPU (2 cores, torch.set_num_threads(2))"),
-            "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
         "metrics": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()},
     }

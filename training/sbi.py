@@ -88,7 +88,7 @@ def face_outline(box, landmarks, rng: np.random.Generator | None = None) -> np.n
 
 
 def _odd(n: float) -> int:
-    n = max(3, int(round(n)))
+    n = max(3, round(n))
     return n if n % 2 else n + 1
 
 

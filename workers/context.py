@@ -66,7 +66,11 @@ class WorkerContext:
 
 def configure(settings: Settings, detector=None) -> WorkerContext:
     """Set this process's context explicitly (the worker CLI, tests)."""
+    from app import defaults
+    from app.storage import sweep_tmp
+
     global _context
+    sweep_tmp(settings.tmp_dir, defaults.SPOOL_MAX_AGE_SECONDS)  # downloads of a killed worker
     with _lock:
         old = _context
         _context = WorkerContext(settings)

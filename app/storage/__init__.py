@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SPOOL_PREFIXES = ("upload-", "s3-")
+"""Names of the temp files Verity makes in `<data>/tmp` (app/uploads.py, app/storage/s3.py)."""
+
+
+def sweep_tmp(tmp_dir: Path, max_age_s: float) -> int:
+    """Remove Verity's temp files older than `max_age_s` (left by a SIGKILLed web or worker
+    process, which never runs its cleanup); returns how many went. Other files are left alone."""
+    cutoff = time.time() - max_age_s
+    removed = 0
+    try:
+        entries = list(tmp_dir.iterdir())
+    except FileNotFoundError:
+        return 0
+    for path in entries:
+        if not path.name.startswith(SPOOL_PREFIXES):
+            continue
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # another process swept it first
+    if removed:
+        log.info("removed %d left-over temp file(s) from %s", removed, tmp_dir)
+    return removed
 
 
 class BlobNotFound(LookupError):

@@ -243,7 +243,7 @@ def _frame_rgb(frame, rotation_hint: int) -> tuple[np.ndarray, int]:
     rgb = frame.to_ndarray(format="rgb24")
     rot = getattr(frame, "rotation", 0) or rotation_hint
     # PyAV's rotation is the display matrix angle, counter-clockwise in degrees.
-    rot = int(round(rot)) % 360
+    rot = round(rot) % 360
     if rot:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
     return rgb, rot
@@ -335,7 +335,7 @@ def _keyframe_times(stream) -> list[float]:
         entries = stream.index_entries
         tb = float(stream.time_base)
         return sorted(e.timestamp * tb for e in entries if e.is_keyframe)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no usable index (older PyAV, odd container): sample without it
         return []
 
 

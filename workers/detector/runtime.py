@@ -110,5 +110,5 @@ def _preload_cuda_libraries() -> None:
         return
     try:
         preload()
-    except Exception as e:  # missing nvidia-* wheels: the system libraries may still do
+    except Exception as e:  # noqa: BLE001 - missing nvidia-* wheels: the system libraries may still do
         log.info("onnxruntime.preload_dlls() failed (%s); relying on the system CUDA libraries", e)
