@@ -4,10 +4,21 @@ dependencies (DB, Redis, a live detector worker) are missing, as /readyz reports
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import hmac
+
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import text
 
 bp = Blueprint("health", __name__)
+
+
+def ops_authorized() -> bool:
+    """True when no VERITY_OPS_TOKEN is set, or the request carries it as a Bearer token."""
+    token = current_app.config["VERITY"].ops_token
+    if token is None:
+        return True
+    sent = request.headers.get("Authorization", "")
+    return sent.startswith("Bearer ") and hmac.compare_digest(sent[7:].encode(), token.encode())
 
 
 @bp.get("/healthz")
@@ -50,7 +61,10 @@ def readyz():
         checks["workers"] = {"ok": False, "error": "unknown: Redis is not reachable"}
     ready = all(c["ok"] for c in checks.values())
     missing = [name for name, c in checks.items() if not c["ok"]]
-    return jsonify({"ready": ready, "missing": missing, "checks": checks}), (200 if ready else 503)
+    status = 200 if ready else 503
+    if not ops_authorized():  # errors, worker providers and models are for the operator only
+        return jsonify({"ready": ready}), status
+    return jsonify({"ready": ready, "missing": missing, "checks": checks}), status
 
 
 def init_app(app) -> None:

@@ -74,6 +74,11 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def metrics():
+    from app.health import ops_authorized
+
+    if not ops_authorized():
+        return Response("metrics need the operator token (VERITY_OPS_TOKEN) as a Bearer token\n",
+                        status=401, mimetype="text/plain", headers={"WWW-Authenticate": "Bearer"})
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

@@ -111,6 +111,9 @@ class Settings:
     webhook_retry_intervals: tuple[int, ...] = defaults.WEBHOOK_RETRY_INTERVALS
     webhook_allow_private: bool = False
     """Let webhooks reach private/loopback/link-local addresses (VERITY_WEBHOOK_ALLOW_PRIVATE)."""
+    ops_token: str | None = None
+    """VERITY_OPS_TOKEN: when set, /metrics and the details of /readyz need
+    `Authorization: Bearer <token>` (readiness itself stays visible as the status code)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -243,6 +246,10 @@ def load_settings(env: Mapping[str, str] | None = None, data_dir: str | os.PathL
         kw["webhook_retry_intervals"] = parse_intervals("VERITY_WEBHOOK_RETRY_INTERVALS", v)
     if (v := get("VERITY_WEBHOOK_ALLOW_PRIVATE")) is not None:
         kw["webhook_allow_private"] = parse_boolean("VERITY_WEBHOOK_ALLOW_PRIVATE", v)
+    if (v := get("VERITY_OPS_TOKEN")) is not None:
+        if len(v) < 16:
+            raise SettingsError("VERITY_OPS_TOKEN must be at least 16 characters")
+        kw["ops_token"] = v
     kw.update(overrides)
     if (kw.get("review_threshold") is not None and kw.get("block_threshold") is not None
             and kw["block_threshold"] < kw["review_threshold"]):

@@ -59,3 +59,22 @@ def test_metrics_report_uploads_queue_and_verdicts(client, run_jobs):
     assert 'verity_uploads{status="cleared"} 1.0' in m
     assert 'verity_verdicts_total{label="no_face",status="cleared"}' in m
     assert "verity_stage_duration_seconds_bucket" in m and "verity_job_duration_seconds_bucket" in m
+
+
+def test_an_ops_token_guards_metrics_and_readiness_details(settings, redis_conn):
+    """With VERITY_OPS_TOKEN set, /metrics needs it and /readyz shows only ready/not ready
+    (its status code still serves load balancers); /healthz stays open."""
+    from app import create_app
+
+    token = "ops-token-0123456789"
+    app = create_app({"VERITY": settings.with_(ops_token=token), "TESTING": True})
+    c = app.test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": token}):
+        r = c.get("/metrics", headers=headers)
+        assert r.status_code == 401 and "verity_" not in r.get_data(as_text=True)
+        r = c.get("/readyz", headers=headers)
+        assert r.status_code == 503 and r.get_json() == {"ready": False}
+    ok = {"Authorization": f"Bearer {token}"}
+    assert "verity_uploads" in c.get("/metrics", headers=ok).get_data(as_text=True)
+    assert c.get("/readyz", headers=ok).get_json()["missing"] == ["workers"]
+    assert c.get("/healthz").status_code == 200

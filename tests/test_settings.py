@@ -31,6 +31,7 @@ def test_data_dir_from_env_and_secret_key_persisted(tmp_path):
     ("VERITY_REVIEW_THRESHOLD", "1.5"),
     ("VERITY_DEVICE", "tpu"),
     ("VERITY_ORT_SPIN", "fast"),
+    ("VERITY_OPS_TOKEN", "short"),
     ("VERITY_ROUTE_NO_FACE", "authentic"),
     ("VERITY_JOB_RETRY_INTERVALS", "5,x"),
     ("VERITY_STORAGE", "ftp"),
