@@ -329,6 +329,60 @@ def key_revoke(data_dir: Path | None, name_or_id: str) -> None:
         db.dispose()
 
 
+def _optional_threshold(name: str, value: str | None, current: float | None) -> float | None:
+    """Unset: keep; "" or "default": the operator's threshold; else a number in [0, 1]."""
+    if value is None:
+        return current
+    if value.strip().lower() in ("", "default"):
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number (or 'default')", param_hint=name) from None
+    if not 0.0 <= v <= 1.0:
+        raise click.BadParameter(f"{v} is not between 0 and 1", param_hint=name)
+    return v
+
+
+@key_group.command("set")
+@DATA_DIR_OPTION
+@click.argument("name_or_id")
+@click.option("--webhook-url", default=None, help='New webhook URL; "" removes the webhook.')
+@click.option("--rate-limit", default=None, help='Flask-Limiter syntax, e.g. "100/minute"; "" for the default.')
+@click.option("--show-score/--no-show-score", default=None, help="Whether results include the raw score.")
+@click.option("--review-threshold", default=None, help='Number in [0, 1], or "default".')
+@click.option("--block-threshold", default=None, help='Number in [0, 1], or "default".')
+def key_set(data_dir: Path | None, name_or_id: str, webhook_url: str | None, rate_limit: str | None,
+            show_score: bool | None, review_threshold: str | None, block_threshold: str | None) -> None:
+    """Change a key's settings (the admin UI's key page does the same); unset options are kept."""
+    from app.clients import ClientError, find_client, update_client
+
+    s = _settings(data_dir)
+    db, session = _db_session(s)
+    try:
+        c = find_client(session, name_or_id)
+        had_webhook = c.webhook_url is not None
+        changed = update_client(
+            session, c,
+            webhook_url=c.webhook_url if webhook_url is None else webhook_url,
+            rate_limit=c.rate_limit if rate_limit is None else rate_limit,
+            show_score=c.show_score if show_score is None else show_score,
+            review_threshold=_optional_threshold("--review-threshold", review_threshold, c.review_threshold),
+            block_threshold=_optional_threshold("--block-threshold", block_threshold, c.block_threshold),
+            allow_private_webhook=s.webhook_allow_private)
+        for field_name, (before, after) in changed.items():
+            click.echo(f"{c.name}: {field_name} {before!r} -> {after!r}")
+        if not changed:
+            click.echo(f"{c.name}: nothing changed")
+        if c.webhook_url and not had_webhook and c.webhook_secret:
+            click.echo(f"webhook secret (signs Verity-Signature): {c.webhook_secret}")
+    except ClientError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        session.close()
+        db.dispose()
+
+
 @key_group.command("list")
 @DATA_DIR_OPTION
 def key_list(data_dir: Path | None) -> None:

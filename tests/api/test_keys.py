@@ -75,3 +75,37 @@ def test_health_and_spec_need_no_key(api_app):
     client = api_app.test_client()
     assert client.get("/healthz").status_code == 200
     assert client.get("/api/v1/openapi.json").status_code == 200
+
+
+def test_key_set_changes_settings_keeps_the_key_and_refuses_bad_values(api_app, api_settings):
+    from app.cli import main
+
+    runner = CliRunner()
+    env = _cli_env(api_settings)
+    key = runner.invoke(main, ["key", "create", "shop"], env=env).output.strip().splitlines()[-1]
+    client = api_app.test_client()
+    assert client.get("/api/v1/me", headers=bearer(key)).get_json()["show_score"] is False
+
+    r = runner.invoke(main, ["key", "set", "shop", "--show-score", "--rate-limit", "50/minute",
+                             "--review-threshold", "0.6", "--webhook-url", "https://hooks.example.com/v"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "whsec_" in r.output  # first webhook: its signing secret is shown now, once
+    me = client.get("/api/v1/me", headers=bearer(key)).get_json()  # same key, new settings
+    assert me["show_score"] is True and me["rate_limit"] == "50/minute" and me["review_threshold"] == 0.6
+    assert me["webhook_url"] == "https://hooks.example.com/v"
+
+    # unset options are kept; "" and "default" go back to the operator's values
+    r = runner.invoke(main, ["key", "set", "shop", "--rate-limit", "", "--review-threshold", "default"], env=env)
+    assert r.exit_code == 0, r.output
+    me = client.get("/api/v1/me", headers=bearer(key)).get_json()
+    assert me["show_score"] is True and me["review_threshold"] is None
+    assert me["rate_limit"] == api_settings.api_rate_limit
+
+    for args in (["--rate-limit", "lots"], ["--webhook-url", "http://10.0.0.1/x"], ["--block-threshold", "1.5"],
+                 ["--review-threshold", "0.9", "--block-threshold", "0.5"], ["--review-threshold", "high"]):
+        r = runner.invoke(main, ["key", "set", "shop", *args], env=env)
+        assert r.exit_code != 0 and "Error" in r.output, (args, r.output)
+    assert client.get("/api/v1/me", headers=bearer(key)).get_json()["webhook_url"] == "https://hooks.example.com/v"
+    runner.invoke(main, ["key", "revoke", "shop"], env=env)
+    r = runner.invoke(main, ["key", "set", "shop", "--show-score"], env=env)
+    assert r.exit_code != 0 and "revoked" in r.output
