@@ -6,7 +6,8 @@ either every job rebuilds the sessions (seconds per job) or the parent builds th
 (unsafe). SimpleWorker runs jobs in the process that built the detector. What we give up, and how
 it is covered: no per-job horse isolation (media decode is capped by the detector; a crash kills
 the worker process, `verity worker` restarts it, and RQ's maintenance + Retry re-runs the job) and
-no heartbeat during a job (the job timeout + 60 s bounds how long a dead worker holds a job).
+no RQ heartbeat during a job (workers/lease.py keeps a liveness lease from a thread instead, so a
+dead worker's job is handed back within about a maintenance interval).
 
 The detector is built in `__init__`, i.e. in the process that will use it: `verity worker -n N`
 starts N separate processes, and `rq worker-pool -w workers.worker.DetectorWorker` forks before it
@@ -25,6 +26,7 @@ from rq import Queue, SimpleWorker
 
 from app.queue import worker_info_key
 from workers.context import WorkerContext, configure, get_context, work_with_reconnect
+from workers.lease import LeasedWorkerMixin
 from workers.reconcile import reconcile_if_due
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class JobIdFilter(logging.Filter):
         return True
 
 
-class DetectorWorker(SimpleWorker):
+class DetectorWorker(LeasedWorkerMixin, SimpleWorker):
     def __init__(self, queues=None, *args, context: WorkerContext | None = None, **kwargs):
         self._info_at, self._info_ttl = float("-inf"), 0
         self.ctx = context or get_context()

@@ -9,11 +9,12 @@ import os
 from rq import Queue, SimpleWorker
 
 from app.webhooks.outbox import reconcile_if_due
+from workers.lease import LeasedWorkerMixin
 
 log = logging.getLogger(__name__)
 
 
-class WebhookWorker(SimpleWorker):
+class WebhookWorker(LeasedWorkerMixin, SimpleWorker):
     def __init__(self, queues=None, *args, context=None, **kwargs):
         from workers.context import get_context
 
