@@ -6,6 +6,7 @@ DATABASE_URL, REDIS_URL and the VERITY_* variables (app/settings.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -272,6 +273,22 @@ def _db_session(s):
     return db, db.session()
 
 
+@contextlib.contextmanager
+def _key_session(data_dir: Path | None):
+    """(settings, session) for the `verity key` commands; a ClientError becomes a CLI error."""
+    from app.clients import ClientError
+
+    s = _settings(data_dir)
+    db, session = _db_session(s)
+    try:
+        yield s, session
+    except ClientError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        session.close()
+        db.dispose()
+
+
 @main.group("key")
 def key_group() -> None:
     """API keys of client platforms (shown once, stored hashed)."""
@@ -291,19 +308,12 @@ def key_group() -> None:
 def key_create(data_dir: Path | None, name: str, webhook_url: str | None, rate_limit: str | None,
                show_score: bool, review_threshold: float | None, block_threshold: float | None) -> None:
     """Create a key; the key is printed once, alone on the last line."""
-    from app.clients import ClientError, create_client
+    from app.clients import create_client
 
-    s = _settings(data_dir)
-    db, session = _db_session(s)
-    try:
+    with _key_session(data_dir) as (s, session):
         new = create_client(session, name, webhook_url=webhook_url, rate_limit=rate_limit,
                             show_score=show_score, review_threshold=review_threshold,
                             block_threshold=block_threshold, allow_private_webhook=s.webhook_allow_private)
-    except ClientError as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        session.close()
-        db.dispose()
     c = new.client
     click.echo(f"client {c.name} ({c.id}) created; store the key now, it is not shown again")
     if c.webhook_url:
@@ -316,17 +326,11 @@ def key_create(data_dir: Path | None, name: str, webhook_url: str | None, rate_l
 @click.argument("name_or_id")
 def key_revoke(data_dir: Path | None, name_or_id: str) -> None:
     """Revoke a key: it gets 401 from now on (its uploads and deliveries are kept)."""
-    from app.clients import ClientError, revoke_client
+    from app.clients import revoke_client
 
-    db, session = _db_session(_settings(data_dir))
-    try:
+    with _key_session(data_dir) as (_, session):
         c = revoke_client(session, name_or_id)
         click.echo(f"revoked {c.name} ({c.id}) at {c.revoked_at.isoformat()}")
-    except ClientError as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        session.close()
-        db.dispose()
 
 
 def _optional_threshold(name: str, value: str | None, current: float | None) -> float | None:
@@ -355,11 +359,9 @@ def _optional_threshold(name: str, value: str | None, current: float | None) -> 
 def key_set(data_dir: Path | None, name_or_id: str, webhook_url: str | None, rate_limit: str | None,
             show_score: bool | None, review_threshold: str | None, block_threshold: str | None) -> None:
     """Change a key's settings (the admin UI's key page does the same); unset options are kept."""
-    from app.clients import ClientError, find_client, update_client
+    from app.clients import find_client, update_client
 
-    s = _settings(data_dir)
-    db, session = _db_session(s)
-    try:
+    with _key_session(data_dir) as (s, session):
         c = find_client(session, name_or_id)
         had_webhook = c.webhook_url is not None
         changed = update_client(
@@ -376,11 +378,6 @@ def key_set(data_dir: Path | None, name_or_id: str, webhook_url: str | None, rat
             click.echo(f"{c.name}: nothing changed")
         if c.webhook_url and not had_webhook and c.webhook_secret:
             click.echo(f"webhook secret (signs Verity-Signature): {c.webhook_secret}")
-    except ClientError as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        session.close()
-        db.dispose()
 
 
 @key_group.command("list")
@@ -389,15 +386,11 @@ def key_list(data_dir: Path | None) -> None:
     """List keys (prefixes only) with their settings."""
     from app.clients import list_clients
 
-    db, session = _db_session(_settings(data_dir))
-    try:
+    with _key_session(data_dir) as (_, session):
         for c in list_clients(session):
             state = "revoked" if c.revoked_at else "active"
             click.echo(f"{c.id}  {c.name:<24} {c.key_prefix}...  {state:<7} rate={c.rate_limit or 'default'} "
                        f"score={'yes' if c.show_score else 'no'} webhook={c.webhook_url or '-'}")
-    finally:
-        session.close()
-        db.dispose()
 
 
 @main.group("webhooks")

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mediagen import face_image, jpeg_bytes
+from waits import wait_for
 
 from app.embedded_redis import free_port
 
@@ -43,16 +43,6 @@ def _post_file(url: str, data: bytes, name: str = "face.jpg"):
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **AUTH})
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, json.loads(r.read())
-
-
-def _wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _start_env() -> dict[str, str]:
@@ -83,7 +73,7 @@ def test_verity_up_serves_the_page_analyses_and_survives_a_restart(tmp_path, sha
     base = f"http://127.0.0.1:{port}"
     proc = _start(data_dir, port)
     try:
-        _wait(lambda: _get(base + "/readyz")[0] == 200 if proc.poll() is None else pytest.fail("exited"),
+        wait_for(lambda: _get(base + "/readyz")[0] == 200 if proc.poll() is None else pytest.fail("exited"),
               90, "/readyz to turn 200")
         status, page = _get(base + "/")
         assert status == 200 and b'id="dropzone"' in page
@@ -100,7 +90,7 @@ def test_verity_up_serves_the_page_analyses_and_survives_a_restart(tmp_path, sha
             d = json.loads(b)
             return d if d["status"] not in ("queued", "analyzing") else None
 
-        first = _wait(verdict, 60, "a verdict")
+        first = wait_for(verdict, 60, "a verdict")
         assert first["analysis"]["label"] in ("likely_authentic", "suspected_fake")
         assert b"verity_uploads_accepted_total" in _get(base + "/metrics")[1]
     finally:
@@ -111,7 +101,7 @@ def test_verity_up_serves_the_page_analyses_and_survives_a_restart(tmp_path, sha
 
     proc = _start(data_dir, port)
     try:
-        _wait(lambda: _get(base + "/healthz")[0] == 200 if proc.poll() is None else pytest.fail("exited"),
+        wait_for(lambda: _get(base + "/healthz")[0] == 200 if proc.poll() is None else pytest.fail("exited"),
               60, "restart")
         again = json.loads(_get(f"{base}/api/v1/uploads/{uid}")[1])
         assert again["status"] == first["status"] and again["analysis"]["score"] == first["analysis"]["score"]

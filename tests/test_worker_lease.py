@@ -13,18 +13,9 @@ from mediagen import REPO
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.registry import clean_registries
+from waits import wait_for
 
 from workers.lease import LEASE_TTL_SECONDS, expire_dead_executions, lease_key, leased_mark_key
-
-
-def _wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_a_killed_workers_job_is_retried_once_its_lease_lapses(settings, redis_conn, tmp_path):
@@ -36,7 +27,7 @@ def test_a_killed_workers_job_is_retried_once_its_lease_lapses(settings, redis_c
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "-n", "1"], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait(lambda: Job.fetch(job.id, connection=redis_conn, serializer="json").get_status() == JobStatus.STARTED,
+        wait_for(lambda: Job.fetch(job.id, connection=redis_conn, serializer="json").get_status() == JobStatus.STARTED,
               120, "the worker to start the job")
         names = [k.decode().split(":", 2)[2] for k in redis_conn.scan_iter("verity:lease:*")]
         assert len(names) == 1, names
@@ -52,7 +43,7 @@ def test_a_killed_workers_job_is_retried_once_its_lease_lapses(settings, redis_c
                 clean_registries(queue)  # what the next maintenance of any worker runs
             return Job.fetch(job.id, connection=redis_conn, serializer="json").get_status() == JobStatus.QUEUED
 
-        _wait(handed_back, LEASE_TTL_SECONDS + 15, "the dead worker's job to be queued again")
+        wait_for(handed_back, LEASE_TTL_SECONDS + 15, "the dead worker's job to be queued again")
         waited = time.monotonic() - killed_at
         print(f"\njob handed back {waited:.1f} s after the SIGKILL (RQ alone: job timeout + 60 s = 660 s)")
         assert not redis_conn.exists(lease_key(names[0]))

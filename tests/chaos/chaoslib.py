@@ -24,6 +24,7 @@ from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import RedisError
+from waits import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT: list[str] = []
@@ -36,16 +37,6 @@ def free_port() -> int:
     from app.embedded_redis import free_port as fp
 
     return fp()
-
-
-def wait_for(pred, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def tiny_model(directory: Path, size: int = 32) -> str:
