@@ -133,7 +133,7 @@ def main() -> None:
     crop = crop_face(rgb, f.box, f.landmarks, spec.input.size, spec.crop.margin, spec.crop.align)
     blob, _ = det.face_detector.prepare(rgb)
     fsess, fname = det.face_detector.session, det.face_detector.input_name
-    batch = det.classifier.preprocess(crop[None])
+    batch = det.classifier.inputs(crop[None])  # what the pipeline runs (with a mirrored copy under tta.hflip)
 
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crop", "classify", "total")}
     from_array, ceil_detect, ceil_classify, cpu_pipe, cpu_ceil = [], [], [], [], []

@@ -258,3 +258,40 @@ def test_onnxruntime_threads_sleep_unless_spinning_is_asked_for(monkeypatch, tmp
     monkeypatch.setenv("VERITY_ORT_SPIN", "fast")
     with pytest.raises(Exception, match="VERITY_ORT_SPIN"):
         make_session(model, "cpu")
+
+
+def test_hflip_tta_averages_the_logits_of_a_crop_and_its_mirror(tmp_path):
+    """tta.hflip in model.json: the classifier scores each crop and its mirror image in one run
+    and calibrates the mean of the two logits (what training/export.py fitted)."""
+    import shutil
+
+    shipped = load_manifest("verity-sbi")
+    model = tmp_path / "flip"
+    model.mkdir()
+    shutil.copyfile(shipped.model_path, model / "model.onnx")
+    doc = json.loads((shipped.path / "model.json").read_text())
+    doc["tta"] = {"hflip": True}
+    (model / "model.json").write_text(json.dumps(doc))
+    flip = Detector(model=str(model), device="cpu").classifier
+    doc["tta"] = {"hflip": False}
+    (model / "model.json").write_text(json.dumps(doc))
+    det = Detector(model=str(model), device="cpu")
+    plain = det.classifier
+
+    size = shipped.input.size
+    crops = []
+    for i in range(2):
+        img = np.asarray(face_image((640, 480), 400, index=i))
+        face = det.face_detector.detect(img)[0]
+        crops.append(crop_face(img, face.box, face.landmarks, size, shipped.crop.margin, shipped.crop.align))
+    crops.append(np.random.default_rng(7).integers(0, 256, (size, size, 3), dtype=np.uint8))
+    crops = np.stack(crops)
+    z = plain.raw(plain.preprocess(crops)).reshape(-1).astype(np.float64)
+    zm = plain.raw(plain.preprocess(np.ascontiguousarray(crops[:, :, ::-1]))).reshape(-1).astype(np.float64)
+    t = shipped.calibration.temperature
+    expected = 1 / (1 + np.exp(-((z + zm) / 2) / t))
+    got = flip(crops)
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert plain(crops) == pytest.approx(1 / (1 + np.exp(-z / t)), abs=1e-5)
+    assert np.max(np.abs(got - plain(crops))) > 1e-4, "the mirror image must change the score"
+    assert flip.inputs(crops).shape[0] == 2 * len(crops)

@@ -36,8 +36,21 @@ class Classifier:
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x)
 
+    def inputs(self, crops: np.ndarray) -> np.ndarray:
+        """The tensor one call runs: the crops, then (with tta.hflip) the same crops mirrored."""
+        if self.manifest.tta.hflip:
+            crops = np.concatenate([crops, crops[:, :, ::-1]], 0)
+        return self.preprocess(crops)
+
     def raw(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def combine(self, out: np.ndarray, n: int) -> np.ndarray:
+        """Raw outputs for n crops: with tta.hflip, the mean of each crop's two outputs."""
+        out = np.asarray(out, dtype=np.float64)
+        if self.manifest.tta.hflip:
+            out = (out[:n] + out[n:2 * n]) / 2.0
+        return out
 
     def probabilities(self, out: np.ndarray) -> np.ndarray:
         kind = self.manifest.output.kind
@@ -61,4 +74,4 @@ class Classifier:
         """Calibrated P(fake) per crop, in one batched run."""
         if len(crops) == 0:
             return np.zeros((0,), dtype=np.float64)
-        return self.probabilities(self.raw(self.preprocess(crops)))
+        return self.probabilities(self.combine(self.raw(self.inputs(crops)), len(crops)))

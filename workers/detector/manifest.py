@@ -58,6 +58,14 @@ class Calibration(BaseModel):
     temperature: float = Field(default=1.0, gt=0)
 
 
+class TestTimeAugmentation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hflip: bool = False
+    """Also classify each crop mirrored left-right and average the two raw outputs (logits).
+    Doubles the classifier's batch; training/export.py turns it on only when it raised the
+    validation AUC, and fits the temperature and thresholds on the averaged outputs."""
+
+
 class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
     review: float = Field(ge=0, le=1)
@@ -82,6 +90,7 @@ class Manifest(BaseModel):
     crop: CropSpec = CropSpec()
     output: OutputSpec = OutputSpec()
     calibration: Calibration = Calibration()
+    tta: TestTimeAugmentation = TestTimeAugmentation()
     thresholds: Thresholds
     training: dict = Field(default_factory=dict)
     metrics: dict = Field(default_factory=dict)
