@@ -289,6 +289,16 @@ def _key_session(data_dir: Path | None):
         db.dispose()
 
 
+def _cli_actor() -> str:
+    """Audit actor for changes made on the command line: cli:<the operating-system user>."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (some containers) and no LOGNAME/USER
+        return f"cli:uid{os.getuid()}"
+
+
 @main.group("key")
 def key_group() -> None:
     """API keys of client platforms (shown once, stored hashed)."""
@@ -308,12 +318,13 @@ def key_group() -> None:
 def key_create(data_dir: Path | None, name: str, webhook_url: str | None, rate_limit: str | None,
                show_score: bool, review_threshold: float | None, block_threshold: float | None) -> None:
     """Create a key; the key is printed once, alone on the last line."""
-    from app.clients import create_client
+    from app.clients import audit_key_event, create_client, creation_detail
 
     with _key_session(data_dir) as (s, session):
         new = create_client(session, name, webhook_url=webhook_url, rate_limit=rate_limit,
                             show_score=show_score, review_threshold=review_threshold,
                             block_threshold=block_threshold, allow_private_webhook=s.webhook_allow_private)
+        audit_key_event(session, new.client, "key.created", _cli_actor(), creation_detail(new.client))
     c = new.client
     click.echo(f"client {c.name} ({c.id}) created; store the key now, it is not shown again")
     if c.webhook_url:
@@ -326,10 +337,13 @@ def key_create(data_dir: Path | None, name: str, webhook_url: str | None, rate_l
 @click.argument("name_or_id")
 def key_revoke(data_dir: Path | None, name_or_id: str) -> None:
     """Revoke a key: it gets 401 from now on (its uploads and deliveries are kept)."""
-    from app.clients import revoke_client
+    from app.clients import audit_key_event, find_client, revoke_client
 
     with _key_session(data_dir) as (_, session):
+        was_active = find_client(session, name_or_id).revoked_at is None
         c = revoke_client(session, name_or_id)
+        if was_active:
+            audit_key_event(session, c, "key.revoked", _cli_actor(), {"revoked_at": c.revoked_at.isoformat()})
         click.echo(f"revoked {c.name} ({c.id}) at {c.revoked_at.isoformat()}")
 
 
@@ -359,7 +373,7 @@ def _optional_threshold(name: str, value: str | None, current: float | None) -> 
 def key_set(data_dir: Path | None, name_or_id: str, webhook_url: str | None, rate_limit: str | None,
             show_score: bool | None, review_threshold: str | None, block_threshold: str | None) -> None:
     """Change a key's settings (the admin UI's key page does the same); unset options are kept."""
-    from app.clients import find_client, update_client
+    from app.clients import audit_key_event, changes_detail, find_client, update_client
 
     with _key_session(data_dir) as (s, session):
         c = find_client(session, name_or_id)
@@ -372,6 +386,8 @@ def key_set(data_dir: Path | None, name_or_id: str, webhook_url: str | None, rat
             review_threshold=_optional_threshold("--review-threshold", review_threshold, c.review_threshold),
             block_threshold=_optional_threshold("--block-threshold", block_threshold, c.block_threshold),
             allow_private_webhook=s.webhook_allow_private)
+        if changed:
+            audit_key_event(session, c, "key.updated", _cli_actor(), changes_detail(changed))
         for field_name, (before, after) in changed.items():
             click.echo(f"{c.name}: {field_name} {before!r} -> {after!r}")
         if not changed:

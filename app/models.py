@@ -166,7 +166,7 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     upload_id: Mapped[str | None] = mapped_column(String(32), index=True)
     actor: Mapped[str] = mapped_column(String(128))
-    """"page", "api:<client>", "worker:<name>", "reconciler", "moderator:<name>"."""
+    """"page", "api:<client>", "worker:<name>", "reconciler", "moderator:<name>", "cli:<OS user>"."""
     action: Mapped[str] = mapped_column(String(64))
     before: Mapped[str | None] = mapped_column(String(32))
     after: Mapped[str | None] = mapped_column(String(32))

@@ -151,6 +151,27 @@ def update_client(session: Session, client: ApiClient, *, webhook_url: str | Non
     return changed
 
 
+def audit_key_event(session: Session, client: ApiClient, action: str, actor: str, detail: dict[str, Any],
+                    *, upload_id: str | None = None, request_id: str | None = None) -> None:
+    """One audit event about a key, from the admin pages or the CLI (`actor` says which):
+    the client's id, name and key prefix, never the key or the webhook secret."""
+    from app.models import AuditEvent
+
+    session.add(AuditEvent(actor=actor, action=action, upload_id=upload_id, request_id=request_id,
+                           detail={"client_id": client.id, "name": client.name, "key_prefix": client.key_prefix,
+                                   **detail}))
+    session.commit()
+
+
+def changes_detail(changed: dict[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
+    """update_client's {field: (before, after)} as an audit detail."""
+    return {k: {"before": a, "after": b} for k, (a, b) in changed.items()}
+
+
+def creation_detail(client: ApiClient) -> dict[str, Any]:
+    return {"webhook_url": client.webhook_url, "rate_limit": client.rate_limit, "show_score": client.show_score}
+
+
 def authenticate(session: Session, key: str) -> ApiClient | None:
     """The active client owning `key`, or None (unknown or revoked)."""
     if not key or len(key) > 256:

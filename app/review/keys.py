@@ -19,11 +19,21 @@ from sqlalchemy.orm import selectinload
 
 from app import defaults
 from app.auth import role_required
-from app.clients import ClientError, NewKey, create_client, list_clients, revoke_client, update_client
+from app.clients import (
+    ClientError,
+    NewKey,
+    audit_key_event,
+    changes_detail,
+    create_client,
+    creation_detail,
+    list_clients,
+    revoke_client,
+    update_client,
+)
 from app.clients.models import ApiClient
 from app.db import get_session
 from app.errors import request_id
-from app.models import AuditEvent, ReviewItem
+from app.models import ReviewItem
 from app.review import overrides
 from app.review.views import bp
 from app.webhooks.models import DeliveryState, WebhookDelivery
@@ -39,10 +49,8 @@ def _client_or_404(client_id: str) -> ApiClient:
 
 def _audit(action: str, c: ApiClient, detail: dict[str, Any], upload_id: str | None = None) -> None:
     """One audit event naming the admin; never the key or the webhook secret."""
-    s = get_session()
-    s.add(AuditEvent(actor=current_user.actor, action=action, upload_id=upload_id, request_id=request_id(),
-                     detail={"client_id": c.id, "name": c.name, "key_prefix": c.key_prefix, **detail}))
-    s.commit()
+    audit_key_event(get_session(), c, action, current_user.actor, detail, upload_id=upload_id,
+                    request_id=request_id())
 
 
 def _text(form, field: str) -> str | None:
@@ -94,8 +102,7 @@ def keys_page():
             error = str(e)
         else:
             c = new.client
-            _audit("key.created", c, {"webhook_url": c.webhook_url, "rate_limit": c.rate_limit,
-                                      "show_score": c.show_score})
+            _audit("key.created", c, creation_detail(c))
     html = render_template("review/keys.html", clients=list_clients(s), counts=_delivery_counts(), new=new,
                            error=error, form=request.form if error else {}, default_rate=settings.api_rate_limit,
                            allow_private=settings.webhook_allow_private)
@@ -127,7 +134,7 @@ def key_page(client_id: str):
             error = str(e)
         else:
             if changed:
-                _audit("key.updated", c, {k: {"before": a, "after": b} for k, (a, b) in changed.items()})
+                _audit("key.updated", c, changes_detail(changed))
             if not had_webhook and c.webhook_url:
                 # The signing secret was made with the key but, without a webhook, never shown.
                 secret = c.webhook_secret

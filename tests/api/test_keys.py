@@ -109,3 +109,18 @@ def test_key_set_changes_settings_keeps_the_key_and_refuses_bad_values(api_app, 
     runner.invoke(main, ["key", "revoke", "shop"], env=env)
     r = runner.invoke(main, ["key", "set", "shop", "--show-score"], env=env)
     assert r.exit_code != 0 and "revoked" in r.output
+    runner.invoke(main, ["key", "revoke", "shop"], env=env)  # again: nothing to audit
+
+    # every change made on the CLI is in the audit log, as the admin pages' are: who (the OS
+    # user), what, before -> after; refused changes leave nothing, and never the key or secret
+    from app.models import AuditEvent
+
+    with api_app.extensions["verity.db"].session() as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.action.like("key.%")).order_by(AuditEvent.id)).all()
+        secret = s.scalar(select(ApiClient.webhook_secret).where(ApiClient.name == "shop"))
+        rows = [(e.action, e.actor, e.detail) for e in events]
+    assert [a for a, _, _ in rows] == ["key.created", "key.updated", "key.updated", "key.revoked"]
+    assert all(actor.startswith("cli:") and detail["name"] == "shop" for _, actor, detail in rows)
+    assert rows[1][2]["show_score"] == {"before": False, "after": True}
+    assert rows[2][2]["rate_limit"] == {"before": "50/minute", "after": None}
+    assert key not in repr(rows) and secret not in repr(rows)
