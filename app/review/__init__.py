@@ -37,6 +37,20 @@ def _mount_rq_dashboard(app: Flask) -> None:
         # Its own JavaScript posts without our token; the same-origin check below stands in.
         csrf.exempt(rq_dashboard.blueprint)
 
+    from rq.exceptions import NoSuchJobError
+    from werkzeug.exceptions import NotFound
+
+    def _rq_dashboard_not_found(e: Exception):
+        # rq-dashboard fetches the job or Redis instance of a URL without catching these: a job
+        # id that is gone (finished and expired) or mistyped, or an instance number past the list
+        # (LookupError), is a 404 there, not a 500. Elsewhere they stay what they are.
+        if request.blueprint != "rq_dashboard":
+            raise e
+        return app.handle_http_exception(NotFound(f"not found in rq-dashboard: {e}"))
+
+    app.register_error_handler(NoSuchJobError, _rq_dashboard_not_found)
+    app.register_error_handler(LookupError, _rq_dashboard_not_found)
+
     @app.before_request
     def _rq_dashboard_admins_only():
         if request.blueprint != "rq_dashboard":

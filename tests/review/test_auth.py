@@ -70,6 +70,11 @@ def test_roles_admin_pages(browser):
         assert mod.get(url).status_code == 403, url
         assert admin.get(url).status_code == 200, url
     assert mod.post("/review/admin/settings", {"review_threshold": "0.1"}).status_code == 403
+    # a job id that Redis no longer has is a 404 in rq-dashboard, for the page and its JSON
+    for url in ("/admin/rq/0/view/job/no-such-job", "/admin/rq/0/data/job/no-such-job.json",
+                "/admin/rq/99/view/job/no-such-job"):
+        assert admin.get(url).status_code == 404, url
+        assert mod.get(url).status_code == 403, url
 
 
 def test_csrf_is_enforced_on_every_state_change(app, browser):
