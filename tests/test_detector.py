@@ -242,6 +242,39 @@ def test_crop_from_a_frame_region_equals_the_crop_from_the_whole_frame():
         assert np.array_equal(crop_face(img, box, lms, size, margin, align), whole), (box, align, margin)
 
 
+def test_an_aligned_crop_that_shrinks_a_lot_is_filtered_not_aliased():
+    """1-px stripes shrunk 5x must come out flat grey (box filter), not as aliased stripes: the
+    model learns from crops shrunk at most ~2x, so a 700 px studio face must not alias."""
+    img = np.zeros((1200, 1200, 3), dtype=np.uint8)
+    img[:, ::2] = 255
+    box, lms = [300, 300, 900, 900], np.array([[450, 500], [750, 505], [0, 0], [0, 0], [0, 0]], np.float32)
+    crop = crop_face(img, box, lms, 160, margin=1.3, align=True)
+    assert crop.std() < 12 and abs(float(crop.mean()) - 127.5) < 10
+    # ... and a crop that barely shrinks keeps the detail it has (no blur for nothing).
+    small = img[:300, :300]
+    crop = crop_face(small, [100, 100, 200, 200], lms / 5, 160, margin=1.3, align=True)
+    assert crop.std() > 40
+
+
+def test_face_boxes_from_a_subsampled_frame_agree_with_a_filtered_downscale(detector):
+    """prepare() reads every k-th pixel of a big frame (fast) instead of box-filtering it; the
+    faces it finds must be where a filtered downscale finds them, landmarks included."""
+    fd = detector.face_detector
+    for size, face_h in (((1920, 1080), 600), ((3840, 2160), 900), ((1500, 1100), 500)):
+        im = face_image(size, face_h)
+        fast = fd.detect(np.asarray(im))
+        k = max(size) / fd.max_side
+        ref_im = im.resize((round(size[0] / k), round(size[1] / k)), Image.BOX)
+        ref = fd.detect(np.asarray(ref_im))
+        assert len(fast) == len(ref) == 1, size
+        a, b = fast[0].box, ref[0].box * np.array([size[0] / ref_im.width, size[1] / ref_im.height] * 2)
+        inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        assert inter / union > 0.93, size
+        lm_ref = ref[0].landmarks * np.array([size[0] / ref_im.width, size[1] / ref_im.height])
+        assert np.abs(fast[0].landmarks - lm_ref).max() < 0.04 * fast[0].width, size
+
+
 def test_onnxruntime_threads_sleep_unless_spinning_is_asked_for(monkeypatch, tmp_path):
     """VERITY_ORT_SPIN (default off) reaches the session's options; a bad value is an error."""
     model = Path(tiny_model(tmp_path)) / "model.onnx"

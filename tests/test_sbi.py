@@ -113,3 +113,72 @@ def test_jpeg_roundtrip_changes_little():
     out = sbi.jpeg(img, 95)
     assert out.shape == img.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - img.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("region", ["full", "lower", "inner"])
+def test_every_mask_region_covers_the_inner_face_and_stays_near_the_box(region):
+    img, box, lms = _face()
+    m = sbi.blend_mask(img.shape[:2], box, lms, np.random.default_rng(2), region=region)
+    assert m[138, 128] > 0.5, "the nose lies inside every region"
+    ys, xs = np.nonzero(m)
+    x1, y1, x2, y2 = box
+    fw, fh = x2 - x1, y2 - y1
+    assert xs.min() >= x1 - 0.35 * fw and xs.max() <= x2 + 0.35 * fw
+    assert ys.min() >= y1 - 0.35 * fh and ys.max() <= y2 + 0.35 * fh
+
+
+def test_mask_regions_differ_in_extent():
+    img, box, lms = _face()
+    area = {r: float((sbi.blend_mask(img.shape[:2], box, lms, np.random.default_rng(3), region=r) > 0.5).sum())
+            for r in ("full", "lower", "inner")}
+    assert area["inner"] < area["lower"] < area["full"]
+    with pytest.raises(ValueError):
+        sbi.face_outline(box, lms, region="forehead")
+
+
+def test_face_geometry_ignores_position_scale_and_rotation():
+    _img, _box, lms = _face()
+    ang = 0.4
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    moved = (lms @ rot.T) * 1.7 + np.array([40.0, -12.0])
+    assert np.allclose(sbi.face_geometry(lms), sbi.face_geometry(moved), atol=1e-6)
+    other = lms.copy()
+    other[3:, 1] += 20  # a longer face: mouth further from the eyes
+    assert np.linalg.norm(sbi.face_geometry(other) - sbi.face_geometry(lms)) > 0.3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cross_blend_puts_the_donor_inside_the_mask_only(seed):
+    img, box, lms = _face(seed=seed)
+    donor, _, dlms = _face(size=320, seed=100 + seed)
+    donor = np.ascontiguousarray(donor[:, ::-1])  # another "person": mirrored, other texture
+    stripes = (50 * np.sin(np.arange(320) / 2.5))[None, :, None]  # skin texture no colour match flattens
+    donor = np.clip(donor.astype(np.int16) + stripes, 0, 255).astype(np.uint8)
+    dlms = dlms.copy()
+    dlms[:, 0] = 319 - dlms[:, 0]
+    dlms[[0, 1]], dlms[[3, 4]] = dlms[[1, 0]], dlms[[4, 3]]
+    fake, m = sbi.cross_blend(img, box, lms, donor, dlms, np.random.default_rng(seed))
+    assert fake.shape == img.shape and fake.dtype == np.uint8
+    changed = np.any(fake != img, axis=2)
+    assert changed.any()
+    assert not changed[m <= 0].any(), "pixels outside the blend mask must be untouched"
+    # Inside the solid part of the mask the picture moved towards the donor's texture.
+    core = m >= m.max() * 0.99
+    assert np.abs(fake[core].astype(int) - img[core].astype(int)).mean() > 5
+
+
+def test_h264_round_trip_keeps_the_picture_and_its_size():
+    y, x = np.mgrid[0:101, 0:150]
+    img = np.stack([x, y * 2, (x + y) // 2], axis=2).astype(np.uint8)  # odd height
+    out = sbi.h264(img, 23)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - img.astype(int)).mean() < 4
+    rough = sbi.h264(img, 45)
+    assert np.abs(rough.astype(int) - img.astype(int)).mean() >= np.abs(out.astype(int) - img.astype(int)).mean()
+
+
+def test_degrade_as_a_video_frame():
+    img, box, lms = _face()
+    out, b, lm = sbi.degrade(img, box, lms, np.random.default_rng(0), p_scale=0.0, p_jpeg=0.0, p_video=1.0)
+    assert out.shape == img.shape and np.array_equal(b, box) and np.array_equal(lm, lms)
+    assert not np.array_equal(out, img)

