@@ -122,3 +122,48 @@ def test_swap_between_two_real_people_keeps_a_detectable_face():
     inner = np.abs(out[y1:y2, x1:x2].astype(int) - small[1][y1:y2, x1:x2].astype(int))
     assert inner.mean() > 3
     assert np.array_equal(out[:20], small[1][:20])
+
+
+def test_poisson_blend_solves_the_equation_exactly():
+    """Inside the mask the result has the source's Laplacian, outside it is the target's bytes;
+    a source that differs from the target by a constant comes out as the target itself."""
+    from training.faceswap import _laplacian, poisson_blend
+
+    rng = np.random.default_rng(0)
+    tgt = rng.uniform(0, 255, (40, 52, 3))
+    src = rng.uniform(0, 255, (40, 52, 3))
+    mask = np.zeros((40, 52))
+    mask[10:30, 12:40] = 1
+    out = poisson_blend(src, tgt, mask, tol=1e-8)
+    inner = (slice(10, 30), slice(12, 40))
+    np.testing.assert_allclose(_laplacian(out)[inner], _laplacian(src)[inner], atol=1e-3)
+    outside = mask == 0
+    assert np.array_equal(out[outside], tgt[outside])
+    np.testing.assert_allclose(poisson_blend(tgt + 37.0, tgt, mask, tol=1e-8), tgt, atol=1e-4)
+
+
+def test_poisson_swap_has_no_colour_seam_and_keeps_the_background(pair):
+    from training.faceswap import inner_face_ellipse, poisson_swap_face
+
+    source, target = pair
+    out = poisson_swap_face(source, SOURCE_LM, target, TARGET_LM)
+    assert out.dtype == np.uint8 and out.shape == target.shape
+    assert np.array_equal(out, poisson_swap_face(source, SOURCE_LM, target, TARGET_LM))
+    diff = np.abs(out.astype(int) - target.astype(int)).sum(-1)
+    assert diff[250:350, 250:350].mean() > 8, "the inner face changed"
+    far = np.ones(diff.shape, bool)
+    far[150:450, 150:450] = False
+    assert diff[far].max() == 0
+    # Smooth pictures: a dark striped source face onto a plain light target. The clone keeps the
+    # stripes in the middle and meets the target's colour at the edge of the ellipse (no seam).
+    src = np.full((300, 280, 3), (60, 40, 30), np.float64) + (40 * np.sin(np.arange(280) / 12.0))[None, :, None]
+    tgt = np.full((560, 600, 3), (200, 160, 140), np.uint8)
+    out = poisson_swap_face(np.clip(src, 0, 255).astype(np.uint8), SOURCE_LM, tgt, TARGET_LM).astype(int)
+    pts = inner_face_ellipse(TARGET_LM)
+    c = pts.mean(0)
+    rim_in, rim_out = (np.rint(c + (pts - c) * f).astype(int) for f in (0.98, 1.02))
+    jump = np.abs(out[rim_in[:, 1], rim_in[:, 0]] - out[rim_out[:, 1], rim_out[:, 0]]).mean()
+    assert jump < 12, "no seam where the clone meets the target (a plain paste would jump by ~140)"
+    middle = out[300, 270:330]
+    assert middle.std(0).max() > 10, "the source's texture is kept inside"
+    assert np.abs(middle.mean(0) - (200, 160, 140)).max() < 40, "and takes the target's colour"

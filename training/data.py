@@ -43,6 +43,11 @@ MIN_FACE = 48
 
 CACHE_DIR = Path(__file__).resolve().parent / "cache"
 
+DEFAULT_EXCLUDE = ("faces-fairface/ig_*",)
+"""Files never used, as `<--real folder name>/<relative path>` globs. The faces-fairface folder of
+../shared/data holds five `ig_*` pictures beside its 540 FairFace faces that are not FairFace
+(screenshots of film stills with captions, not in its ground_truth.json, licence unknown)."""
+
 
 @dataclass(slots=True)
 class FaceRecord:
@@ -71,8 +76,16 @@ def identity_of(root: Path, path: Path, rule: str = "auto") -> str:
     return f"{prefix}/{path.stem}"
 
 
-def scan(roots: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
-    """(root, file) for every image or video under the roots, sorted, symlinks followed."""
+def excluded(source: str, patterns=DEFAULT_EXCLUDE) -> bool:
+    """Whether `<folder name>/<relative path>` matches one of the exclusion globs."""
+    from fnmatch import fnmatch
+
+    return any(fnmatch(source, p) for p in patterns)
+
+
+def scan(roots: list[str | os.PathLike], exclude=DEFAULT_EXCLUDE) -> list[tuple[Path, Path]]:
+    """(root, file) for every image or video under the roots, sorted, symlinks followed; files
+    matching an `exclude` glob (on `<root name>/<relative path>`) are left out."""
     out = []
     for r in roots:
         root = Path(r)
@@ -81,7 +94,8 @@ def scan(roots: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
         for dirpath, _dirs, files in os.walk(root, followlinks=True):
             for name in files:
                 p = Path(dirpath) / name
-                if p.suffix.lower() in IMAGE_EXT | VIDEO_EXT:
+                if p.suffix.lower() in IMAGE_EXT | VIDEO_EXT and not excluded(
+                        f"{root.name}/{p.relative_to(root).as_posix()}", exclude):
                     out.append((root, p))
     return sorted(out, key=lambda t: (str(t[0]), str(t[1])))
 
@@ -149,9 +163,10 @@ def _cache_key(path: Path, frames: int) -> str:
 
 
 def load_corpus(roots: list[str | os.PathLike], id_rule: str = "auto", video_frames_n: int = 16,
-                cache_dir: Path = CACHE_DIR, progress: bool = True) -> list[FaceRecord]:
+                cache_dir: Path = CACHE_DIR, progress: bool = True,
+                exclude=DEFAULT_EXCLUDE) -> list[FaceRecord]:
     """Every usable face under the roots, from the cache when it is there."""
-    files = scan(roots)
+    files = scan(roots, exclude)
     cache_dir.mkdir(parents=True, exist_ok=True)
     detector = None
     records: list[FaceRecord] = []

