@@ -174,7 +174,8 @@ def main() -> None:
                f"{med(ceil_detect):.1f}", "-", f"{med(ceil_classify):.1f}", "100%", f"{med(cpu_ceil):.0f}", "")
     out.print(t1)
     out.print(f"detector input {blob.shape[3]}x{blob.shape[2]} (max side {det.face_detector.max_side}); "
-              f"classifier input {spec.input.size}px, batch 1. Detect stage in the pipeline = resize + "
+              f"classifier input {spec.input.size}px, batch {batch.shape[0]}"
+              f"{' (the face and its mirror: tta.hflip)' if batch.shape[0] == 2 else ''}. Detect stage in the pipeline = resize + "
               f"normalise + ORT run + decode/NMS; ceiling = ORT run only. CPU ms = process CPU time (all threads), "
               f"less sensitive than wall time to other load on the machine.")
 

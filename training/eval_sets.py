@@ -419,7 +419,8 @@ def evaluate(out: Path, model: str | None, conditions: list[str], frames: int | 
         "measured against the held-out real photos; the real rows against all fake sets."),
         "",
         ("**Held-out identities (never seen in training, validation or calibration).** "
-        "`heldout-real`: the 102 test-split photos; `sbi-heldout`: one Self-Blended Image of each "
+        f"`heldout-real`: the {sum(1 for i in items if i.group == 'heldout-real')} test-split photos "
+        "(the `ig_*` film stills of faces-fairface left out); `sbi-heldout`: one Self-Blended Image of each "
         "(the training manipulation); `swap-heldout`: cross-identity face swaps between held-out "
         "people (`training/faceswap.py`: 5-point similarity alignment, LAB colour transfer, feathered "
         "ellipse; training has cross-identity blends too, but with deformed landmark-hull masks and a partial RGB "

