@@ -328,3 +328,35 @@ def test_hflip_tta_averages_the_logits_of_a_crop_and_its_mirror(tmp_path):
     assert plain(crops) == pytest.approx(1 / (1 + np.exp(-z / t)), abs=1e-5)
     assert np.max(np.abs(got - plain(crops))) > 1e-4, "the mirror image must change the score"
     assert flip.inputs(crops).shape[0] == 2 * len(crops)
+
+
+@pytest.mark.parametrize("color,layout", [("RGB", "NCHW"), ("BGR", "NCHW"), ("RGB", "NHWC"), ("BGR", "NHWC")])
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_classifier_input_is_the_manifest_normalisation_in_its_layout(tmp_path, color, layout, mirrored):
+    """What the classifier is fed equals (pixel / scale - mean) / std, channels in the model's
+    order and layout, crops first and their mirror images after."""
+    import shutil
+
+    from workers.detector.classifier import Classifier
+
+    shipped = load_manifest("verity-sbi")
+    model = tmp_path / "m"
+    model.mkdir()
+    shutil.copyfile(shipped.model_path, model / "model.onnx")
+    doc = json.loads((shipped.path / "model.json").read_text())
+    doc["input"] = {**doc["input"], "color": color, "layout": layout, "scale": 255.0,
+                    "mean": [0.1, 0.5, 0.9], "std": [0.2, 0.3, 0.4]}
+    (model / "model.json").write_text(json.dumps(doc))
+    clf = Classifier(load_manifest(str(model)), device="cpu")
+    crops = np.random.default_rng(3).integers(0, 256, (3, 16, 20, 3), dtype=np.uint8)
+    got = clf.preprocess(crops, mirrored=mirrored)
+
+    src = np.concatenate([crops, crops[:, :, ::-1]]) if mirrored else crops
+    want = (src.astype(np.float64) / 255.0 - np.array([0.1, 0.5, 0.9])) / np.array([0.2, 0.3, 0.4])
+    if color == "BGR":
+        want = want[..., ::-1]  # mean/std are given for R, G, B; the model's channel 0 is blue
+    if layout == "NCHW":
+        want = want.transpose(0, 3, 1, 2)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -33,6 +33,7 @@ class InputSpec(BaseModel):
     """Pixels are divided by this first, then normalised with mean/std."""
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    """Per channel, always in R, G, B order (also when `color` is BGR: the runtime reorders them)."""
 
 
 class CropSpec(BaseModel):
