@@ -394,9 +394,9 @@ def main(argv=None) -> int:
                   "mean": list(T.MEAN), "std": list(T.STD)},
         "crop": {"margin": cfg["margin"], "align": bool(cfg["align"])},
         "output": {"name": "logit", "kind": "logit",
-                   "meaning": "manipulated face (trained on Self-Blended Images and cross-identity blends: "
-                              "face-swap style blending)" if cfg.get("p_bi") else
-                              "manipulated face (trained on Self-Blended Images: face-swap style blending)"},
+                   "meaning": "manipulated face (trained on Self-Blended Images"
+                              + (" and cross-identity blends" if cfg.get("p_bi") else "")
+                              + ": face-swap style blending)"},
         "calibration": {"method": "temperature", "temperature": round(t, 5)},
         "tta": {"hflip": bool(hflip)},
         "thresholds": {"review": round(review, 5), "block": round(block, 5)},

@@ -199,11 +199,17 @@ def swap_face(source: np.ndarray, source_landmarks, target: np.ndarray, target_l
 
 # --- the seamless (Poisson) swap ---------------------------------------------------------------
 
+def _neighbours(img: np.ndarray) -> np.ndarray:
+    """Sum of the 4 neighbours of every interior pixel of an (H, W, C) image; 0 on the outer border."""
+    out = np.zeros_like(img)
+    out[1:-1, 1:-1] = img[:-2, 1:-1] + img[2:, 1:-1] + img[1:-1, :-2] + img[1:-1, 2:]
+    return out
+
+
 def _laplacian(img: np.ndarray) -> np.ndarray:
     """5-point Laplacian of an (H, W, C) float image; 0 on the outer border."""
-    out = np.zeros_like(img)
-    out[1:-1, 1:-1] = (img[:-2, 1:-1] + img[2:, 1:-1] + img[1:-1, :-2] + img[1:-1, 2:]
-                       - 4 * img[1:-1, 1:-1])
+    out = _neighbours(img)
+    out[1:-1, 1:-1] -= 4 * img[1:-1, 1:-1]
     return out
 
 
@@ -226,16 +232,11 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, tol:
         return out
     inside = om[..., None].astype(np.float64)
 
-    def neighbours(x):
-        n = np.zeros_like(x)
-        n[1:-1, 1:-1] = x[:-2, 1:-1] + x[2:, 1:-1] + x[1:-1, :-2] + x[1:-1, 2:]
-        return n
-
     def apply(x):  # (4 x - sum of unknown neighbours) on the masked pixels
-        return (4 * x - neighbours(x * inside)) * inside
+        return (4 * x - _neighbours(x * inside)) * inside
 
     # b = -(source Laplacian) + the known (target) neighbours of each masked pixel
-    b = (-_laplacian(src) + neighbours(tgt * (1 - inside))) * inside
+    b = (-_laplacian(src) + _neighbours(tgt * (1 - inside))) * inside
     x = (src if init is None else np.asarray(init, dtype=np.float64)) * inside
     r = b - apply(x)
     p = r.copy()
