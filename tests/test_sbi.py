@@ -182,3 +182,64 @@ def test_degrade_as_a_video_frame():
     out, b, lm = sbi.degrade(img, box, lms, np.random.default_rng(0), p_scale=0.0, p_jpeg=0.0, p_video=1.0)
     assert out.shape == img.shape and np.array_equal(b, box) and np.array_equal(lm, lms)
     assert not np.array_equal(out, img)
+
+
+def test_degrade_scales_relative_to_the_reference_and_never_up():
+    img, box, lms = _face()
+    # an image at half the reference size: a draw of 0.75 of the reference is 1.5x this one,
+    # so it is left as it is; a draw of 0.25 is half of it
+    out, b, _ = sbi.degrade(img, box, lms, np.random.default_rng(0), scale_range=(0.75, 0.75),
+                            p_scale=1.0, p_jpeg=0.0, reference=0.5)
+    assert out.shape == img.shape and np.allclose(b, box)
+    out, b, _ = sbi.degrade(img, box, lms, np.random.default_rng(0), scale_range=(0.25, 0.25),
+                            p_scale=1.0, p_jpeg=0.0, reference=0.5)
+    assert out.shape == (128, 128, 3) and np.allclose(b, box * 0.5)
+
+
+def test_augment_flips_aligned_maps_with_the_crop():
+    img, _, _ = _face(size=64)
+    marker = np.zeros((64, 64), np.uint8)
+    marker[:, :8] = 255                                   # a band on the left edge
+    flips = 0
+    for seed in range(12):
+        maps = [marker]
+        out = sbi.augment(img, np.random.default_rng(seed), also=maps)
+        assert np.array_equal(out, sbi.augment(img, np.random.default_rng(seed)))  # same crop either way
+        flipped = maps[0][:, -1].all()
+        assert flipped or maps[0][:, 0].all()
+        flips += flipped
+    assert 0 < flips < 12, "the flip is random: some seeds flip, some do not"
+
+
+def test_xray_lights_the_blend_boundary_only():
+    img, box, lms = _face()
+    _fake, m = sbi.self_blend(img, box, lms, np.random.default_rng(5), ratio=0.5)
+    b = sbi.xray(m, 16)
+    assert b.shape == (16, 16) and b.dtype == np.float32 and 0 <= b.min() and b.max() <= 1
+    assert b.max() > 0.2                                   # the boundary is there, whatever the ratio
+    assert b[0, 0] == 0 and b[-1, -1] == 0                 # untouched corners are not boundary
+    hard = np.zeros((64, 64), np.float32)
+    hard[16:48, 16:48] = 1.0
+    inside = sbi.xray(hard, 8)
+    assert inside[3:5, 3:5].max() == 0                     # a solid inside is no boundary either
+    assert not sbi.xray(np.zeros((32, 32), np.float32), 8).any()  # real face: all zero
+
+
+@pytest.mark.parametrize("kind", sbi.OCCLUDERS)
+def test_occluder_covers_part_of_the_face_edge_and_nothing_else_changes(kind):
+    img, box, lms = _face()
+    texture = np.random.default_rng(9).integers(0, 255, (100, 140, 3), dtype=np.uint8)
+    hits = 0
+    for seed in range(6):
+        alpha, fill = sbi.draw_occluder(img.shape[:2], lms, texture, np.random.default_rng(seed), kind=kind)
+        assert alpha.shape == img.shape[:2] and fill.shape == img.shape and fill.dtype == np.uint8
+        assert 0 <= alpha.min() and alpha.max() <= 1 and alpha.max() > 0.5
+        x1, y1, x2, y2 = (int(v) for v in box)
+        face = alpha[y1:y2, x1:x2]
+        assert face.mean() < 0.8, "an occluder hides part of a face, not all of it"
+        hits += face.max() > 0.5          # most occluders reach into the face box
+        out = sbi.occlude(img, (alpha, fill))
+        assert np.array_equal(out[alpha == 0], img[alpha == 0])
+        again = sbi.draw_occluder(img.shape[:2], lms, texture, np.random.default_rng(seed), kind=kind)
+        assert np.array_equal(again[0], alpha) and np.array_equal(again[1], fill)  # seeded
+    assert hits >= 4

@@ -34,3 +34,29 @@ def test_identity_rule_keeps_one_person_per_file_and_groups_numbered_shots(tmp_p
     assert D.identity_of(london, london / "001_03.jpg") == D.identity_of(london, london / "001_08.jpg")
     assert D.identity_of(london, london / "001_03.jpg") != D.identity_of(london, london / "002_03.jpg")
     assert D.identity_of(tmp_path / "op", tmp_path / "op" / "alice" / "x.mp4") == "op/alice"
+
+
+def test_native_view_gives_a_small_face_back_at_its_own_resolution():
+    import numpy as np
+
+    img = np.zeros((D.CACHE_SIZE, D.CACHE_SIZE, 3), np.uint8)
+    box = np.array([100, 100, 280, 300], np.float32)
+    lms = np.array([[150, 160], [230, 160], [190, 200], [160, 250], [220, 250]], np.float32)
+    big = D.FaceRecord(img, box, lms, "x/1", "x/1.jpg", -1, 1.0)
+    assert big.native_view()[0] is img                      # a cache at full detail is used as is
+    small = D.FaceRecord(img, box, lms, "x/2", "x/2.jpg", -1, 0.5)
+    out, b, lm = small.native_view()
+    assert out.shape == (D.CACHE_SIZE // 2, D.CACHE_SIZE // 2, 3)
+    assert np.allclose(b, box / 2) and np.allclose(lm, lms / 2)
+
+
+def test_cache_crop_records_how_much_detail_the_face_had():
+    import numpy as np
+
+    rgb = np.zeros((400, 400, 3), np.uint8)
+    lms = np.array([[180, 180], [220, 180], [200, 200], [185, 225], [215, 225]], np.float32)
+    _crop, _b, _lm, native = D.cache_crop(rgb, np.array([170, 160, 230, 240], np.float32), lms)
+    assert native == np.float32(2.0 * 80 / D.CACHE_SIZE) or abs(native - 2.0 * 80 / D.CACHE_SIZE) < 1e-6
+    _crop, _b, _lm, native = D.cache_crop(np.zeros((2000, 2000, 3), np.uint8),
+                                         np.array([700, 600, 1300, 1400], np.float32), lms * 5)
+    assert native == 1.0                                   # a big face fills the cache: full detail

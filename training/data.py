@@ -37,7 +37,7 @@ IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 CACHE_MARGIN = 2.0
 CACHE_SIZE = 384
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MIN_FACE = 48
 """Faces smaller than this (shorter box side, source pixels) are not used for training."""
 
@@ -57,6 +57,20 @@ class FaceRecord:
     identity: str
     source: str              # "<DIR name>/<relative path>"
     frame: int               # -1 for a still image
+    native: float = 1.0      # source pixels per cached pixel, at most 1: below 1 the cache upsampled
+                             # a small face, and native_view() gives it back at its own resolution
+    face: int = 0            # 0 = the largest face of its image or frame, 1 the next, ...
+
+    def native_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image, box, landmarks) at the face's own resolution: a face that was smaller than the
+        cache is shrunk back, so that blends and swaps are made at the detail the photo had (the
+        runtime sees a swap made in a 224 px FairFace picture, not in a 2x upsampled one)."""
+        if self.native >= 0.95:
+            return self.image, self.box, self.landmarks
+        side = max(32, round(CACHE_SIZE * self.native))
+        k = side / CACHE_SIZE
+        small = np.asarray(Image.fromarray(self.image).resize((side, side), Image.LANCZOS))
+        return small, (self.box * k).astype(np.float32), (self.landmarks * k).astype(np.float32)
 
 
 def identity_of(root: Path, path: Path, rule: str = "auto") -> str:
@@ -125,8 +139,9 @@ def video_frames(path: Path, n: int) -> list[tuple[int, np.ndarray]]:
         return out
 
 
-def cache_crop(image: np.ndarray, box, landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The large unrotated cached crop, with box and landmarks mapped into its pixels."""
+def cache_crop(image: np.ndarray, box, landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The large unrotated cached crop, with box and landmarks mapped into its pixels, and its
+    native scale (source pixels per cached pixel, at most 1)."""
     from workers.detector.crops import crop_face, crop_transform
 
     crop = crop_face(image, box, landmarks, CACHE_SIZE, margin=CACHE_MARGIN, align=False)
@@ -140,7 +155,7 @@ def cache_crop(image: np.ndarray, box, landmarks) -> tuple[np.ndarray, np.ndarra
     b = np.asarray(box, dtype=np.float32).reshape(2, 2)
     box_c = ((b - off) / k).reshape(4)
     lms_c = (np.asarray(landmarks, dtype=np.float32) - off) / k
-    return crop, box_c.astype(np.float32), lms_c.astype(np.float32)
+    return crop, box_c.astype(np.float32), lms_c.astype(np.float32), float(min(1.0, side / CACHE_SIZE))
 
 
 class _Detector:
@@ -151,21 +166,26 @@ class _Detector:
         session, _ = make_session(retinaface_onnx_bytes(), "cpu", threads=2)
         self.detector = FaceDetector(session)
 
-    def largest(self, rgb: np.ndarray):
-        faces = [f for f in self.detector.detect(rgb) if min(f.width, f.height) >= MIN_FACE]
-        return faces[0] if faces else None  # detect() sorts by area, largest first
+    def largest(self, rgb: np.ndarray, n: int = 1) -> list:
+        """Up to n faces of at least MIN_FACE pixels, largest first (detect() sorts by area)."""
+        return [f for f in self.detector.detect(rgb) if min(f.width, f.height) >= MIN_FACE][:n]
 
 
-def _cache_key(path: Path, frames: int) -> str:
+def _cache_key(path: Path, frames: int, faces: int = 1) -> str:
     st = path.stat()
     raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{frames}|{CACHE_SIZE}|{CACHE_MARGIN}"
+    if faces != 1:
+        raw += f"|faces={faces}"
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
 def load_corpus(roots: list[str | os.PathLike], id_rule: str = "auto", video_frames_n: int = 16,
                 cache_dir: Path = CACHE_DIR, progress: bool = True,
-                exclude=DEFAULT_EXCLUDE) -> list[FaceRecord]:
-    """Every usable face under the roots, from the cache when it is there."""
+                exclude=DEFAULT_EXCLUDE, faces_per_image: int = 1) -> list[FaceRecord]:
+    """Every usable face under the roots, from the cache when it is there: the largest of each
+    image or frame, or up to `faces_per_image` of them (the people in the background of a
+    photo are more real faces, in poses and sizes a portrait corpus lacks; they keep the file's
+    identity id, so a file and all its faces stay in one split)."""
     files = scan(roots, exclude)
     cache_dir.mkdir(parents=True, exist_ok=True)
     detector = None
@@ -179,11 +199,11 @@ def load_corpus(roots: list[str | os.PathLike], id_rule: str = "auto", video_fra
         ident = identity_of(root, path, id_rule)
         source = f"{root.name}/{path.relative_to(root).as_posix()}"
         is_video = path.suffix.lower() in VIDEO_EXT
-        cpath = cache_dir / f"{_cache_key(path, video_frames_n if is_video else 0)}.npz"
+        cpath = cache_dir / f"{_cache_key(path, video_frames_n if is_video else 0, faces_per_image)}.npz"
         if cpath.exists():
             z = np.load(cpath)
-            entries = [(int(fr), z["images"][i], z["boxes"][i], z["landmarks"][i])
-                       for i, fr in enumerate(z["frames"])]
+            entries = [(int(fr), z["images"][i], z["boxes"][i], z["landmarks"][i], float(z["native"][i]),
+                        int(z["faces"][i]) if "faces" in z else 0) for i, fr in enumerate(z["frames"])]
         else:
             if detector is None:
                 detector = _Detector()
@@ -194,22 +214,21 @@ def load_corpus(roots: list[str | os.PathLike], id_rule: str = "auto", video_fra
                 frames = []
             entries = []
             for idx, rgb in frames:
-                face = detector.largest(rgb)
-                if face is None:
-                    continue
-                crop, b, lm = cache_crop(rgb, face.box, face.landmarks)
-                entries.append((idx, crop, b, lm))
+                for rank, face in enumerate(detector.largest(rgb, faces_per_image)):
+                    entries.append((idx, *cache_crop(rgb, face.box, face.landmarks), rank))
             tmp = cpath.with_name(cpath.stem + ".tmp.npz")
             np.savez(tmp,
                      frames=np.array([e[0] for e in entries], dtype=np.int32),
                      images=np.array([e[1] for e in entries], dtype=np.uint8).reshape(-1, CACHE_SIZE, CACHE_SIZE, 3),
                      boxes=np.array([e[2] for e in entries], dtype=np.float32).reshape(-1, 4),
-                     landmarks=np.array([e[3] for e in entries], dtype=np.float32).reshape(-1, 5, 2))
+                     landmarks=np.array([e[3] for e in entries], dtype=np.float32).reshape(-1, 5, 2),
+                     native=np.array([e[4] for e in entries], dtype=np.float32),
+                     faces=np.array([e[5] for e in entries], dtype=np.int16))
             os.replace(tmp, cpath)
         if not entries:
             skipped += 1
-        for idx, crop, b, lm in entries:
-            records.append(FaceRecord(crop, b, lm, ident, source, idx))
+        for idx, crop, b, lm, native, rank in entries:
+            records.append(FaceRecord(crop, b, lm, ident, source, idx, native, rank))
     if progress:
         print(f"{len(records)} faces from {len(files)} files ({skipped} files without a usable face), "
               f"{len({r.identity for r in records})} identities")

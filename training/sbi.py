@@ -342,6 +342,96 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
     return out, (mask * r).astype(np.float32)
 
 
+# --- occluders (drawn once per pair, on the real and the fake alike) --------------------------
+
+OCCLUDERS = ("frame", "blob", "bar")
+"""Natural edges across or around a face that are not blends: a headscarf, hood, hat or hair
+framing it ("frame"), a hand, an object or another head in front of its edge ("blob"), glasses,
+a strand of hair or a microphone across it ("bar"). Real photos are full of them, and a model
+that learned "an edge around the face = a blend" flags them (the false positives of verity-sbi
+2.0.0 on held-out photos were mostly headscarves, hoods and overlapping heads)."""
+
+
+def draw_occluder(shape: tuple[int, int], landmarks, texture: np.ndarray, rng: np.random.Generator,
+                  kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha float32 (H, W) in [0, 1], fill uint8 (H, W, 3)) of a random occluder on a face.
+
+    The fill is a patch of `texture` (another photo), colour-shifted, or a flat colour with
+    noise. Put it on an image with `occlude`; the caller uses the same pair for the real and the
+    fake view, so the occluder itself is never evidence either way.
+    """
+    h, w = shape
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eyes, mouth = (lm[0] + lm[1]) / 2, (lm[3] + lm[4]) / 2
+    across, down = lm[1] - lm[0], mouth - eyes
+    de, dm = max(np.linalg.norm(across), 1.0), max(np.linalg.norm(down), 1.0)
+    u, v = across / de, down / dm
+    centre = eyes + 0.4 * down
+    a, b = 1.05 * de * rng.uniform(0.85, 1.15), 1.25 * dm * rng.uniform(0.9, 1.2)
+    size = max(a, b)
+    kind = kind or OCCLUDERS[int(rng.integers(0, len(OCCLUDERS)))]
+
+    def ellipse(k: float, n: int = 48) -> list[tuple[float, float]]:
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        pts = centre + np.outer(k * a * np.cos(t), u) + np.outer(k * b * np.sin(t), v)
+        return [tuple(p) for p in pts.tolist()]
+
+    img = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(img)
+    if kind == "frame":
+        d.polygon(ellipse(rng.uniform(1.4, 2.2)), fill=255)
+        d.polygon(ellipse(rng.uniform(0.85, 1.1)), fill=0)
+        # keep a sector of the ring: the top (hat, fringe), the top and sides (scarf, hood), a side
+        start, span = rng.uniform(0, 2 * np.pi), rng.uniform(np.pi / 3, 2 * np.pi)
+        if rng.random() < 0.5:                      # centred on the top of the head
+            start = -np.pi / 2 - span / 2
+        t = np.linspace(start, start + span, 24)
+        far = 4 * size
+        wedge = [tuple(centre)] + [tuple(centre + far * (np.cos(x) * u + np.sin(x) * v)) for x in t]
+        keep = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(keep).polygon(wedge, fill=255)
+        img = Image.fromarray(np.minimum(np.asarray(img), np.asarray(keep)))
+    elif kind == "blob":
+        ang = rng.uniform(0, 2 * np.pi)
+        r = size * rng.uniform(0.25, 0.6)
+        c = centre + (1.0 - rng.uniform(0.0, 0.35)) * (a * np.cos(ang) * u + b * np.sin(ang) * v)
+        t = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(5, 9))))
+        pts = c + np.stack([np.cos(t), np.sin(t)], 1) * r * rng.uniform(0.6, 1.0, (len(t), 1))
+        d.polygon([tuple(p) for p in pts.tolist()], fill=255)
+    elif kind == "bar":
+        ang = rng.uniform(0, np.pi)
+        c = centre + rng.uniform(-0.5, 0.5, 2) * size
+        direction = np.array([np.cos(ang), np.sin(ang)])
+        p0, p1 = c - 3 * size * direction, c + 3 * size * direction
+        d.line([tuple(p0), tuple(p1)], fill=255, width=max(2, round(size * rng.uniform(0.03, 0.12))))
+    else:
+        raise ValueError(f"unknown occluder {kind!r}")
+    blur = float(rng.uniform(0.0, 0.012) * size)
+    if blur > 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    alpha = np.asarray(img, dtype=np.float32) / 255.0
+
+    if rng.random() < 0.7 and texture is not None and texture.size:
+        tex = Image.fromarray(texture)
+        k = rng.uniform(1.0, 2.0) * max(w / tex.width, h / tex.height)
+        tex = tex.resize((max(w, round(tex.width * k)), max(h, round(tex.height * k))), Image.BILINEAR)
+        x0, y0 = int(rng.integers(0, tex.width - w + 1)), int(rng.integers(0, tex.height - h + 1))
+        fill = np.asarray(_color_jitter(tex.crop((x0, y0, x0 + w, y0 + h)), rng))
+    else:
+        flat = rng.integers(0, 256, 3).astype(np.float32)
+        noise = rng.normal(0, rng.uniform(0, 12), (h, w, 1))
+        fill = np.clip(flat + noise, 0, 255).astype(np.uint8)
+    return alpha, np.ascontiguousarray(fill)
+
+
+def occlude(image: np.ndarray, occluder: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The image with the occluder from draw_occluder painted over it."""
+    alpha, fill = occluder
+    a = alpha[..., None]
+    out = image.astype(np.float32) * (1 - a) + fill.astype(np.float32) * a
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 # --- whole-image augmentation (applied alike to real and fake) ------------------------------
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -377,17 +467,18 @@ def h264(image: np.ndarray, crf: int) -> np.ndarray:
 def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,
             jpeg_range: tuple[int, int] = (30, 95), scale_range: tuple[float, float] = (0.3, 1.0),
             p_scale: float = 0.6, p_jpeg: float = 0.8, p_video: float = 0.0,
-            crf_range: tuple[int, int] = (18, 36)):
+            crf_range: tuple[int, int] = (18, 36), reference: float = 1.0):
     """What an upload goes through before it reaches us: downscale, then H.264 (a frame of a
     video, with p_video) and/or JPEG.
 
     Works on the large (cached) image before the classifier crop is taken, like the runtime
     sees a downsized, recompressed still. Returns (image, box, landmarks) in the new pixels.
+    `reference`: the image's size as a fraction of the size the scales refer to (a face given
+    back at its native resolution, 0.5 of the cache, is scaled by s / 0.5, and never up).
     """
     box = np.asarray(box, dtype=np.float32).copy()
     lms = np.asarray(landmarks, dtype=np.float32).copy()
-    if rng.random() < p_scale:
-        s = rng.uniform(*scale_range)
+    if rng.random() < p_scale and (s := rng.uniform(*scale_range) / reference) < 1.0:
         h, w = image.shape[:2]
         nw, nh = max(16, round(w * s)), max(16, round(h * s))
         resample = [Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX][rng.integers(0, 4)]
@@ -402,9 +493,10 @@ def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,
     return image, box, lms
 
 
-def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment(crop: np.ndarray, rng: np.random.Generator, also: list[np.ndarray] | None = None) -> np.ndarray:
     """Photometric augmentations of the final classifier crop (the paper's set): RGB shift,
-    HSV, brightness/contrast, downscale-upscale, noise, JPEG and horizontal flip."""
+    HSV, brightness/contrast, downscale-upscale, noise, JPEG and horizontal flip. `also`: maps
+    aligned with the crop (a blend mask) that get the same flip, in place in the list."""
     pil = Image.fromarray(crop)
     if rng.random() < 0.3:
         pil = _color_jitter(pil, rng)
@@ -419,4 +511,29 @@ def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         arr = jpeg(arr, rng.integers(30, 96))
     if rng.random() < 0.5:
         arr = arr[:, ::-1]
+        if also is not None:
+            also[:] = [np.ascontiguousarray(a[:, ::-1]) for a in also]
     return np.ascontiguousarray(arr)
+
+
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """Face X-ray (Li et al., CVPR 2020) of a blend mask, float32 in [0, 1]: B = 4 M (1 - M) of
+    the mask scaled to peak 1, so it lights up on the blending boundary whatever the blend
+    ratio, and is 0 for an untouched image."""
+    m = np.asarray(mask, dtype=np.float32)
+    peak = float(m.max()) if m.size else 0.0
+    if peak <= 0:
+        return np.zeros(m.shape, np.float32)
+    m = m / peak
+    return 4.0 * m * (1.0 - m)
+
+
+def pool(grid_map: np.ndarray, grid: int) -> np.ndarray:
+    """A map area-averaged onto grid x grid cells, float32 clipped to [0, 1]."""
+    img = Image.fromarray(np.asarray(grid_map, dtype=np.float32), mode="F").resize((grid, grid), Image.BOX)
+    return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+
+
+def xray(mask: np.ndarray, grid: int) -> np.ndarray:
+    """The Face X-ray of a blend mask on a grid x grid map (boundary, then pool)."""
+    return pool(boundary(mask), grid)

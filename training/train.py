@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -88,6 +89,104 @@ def build_model(backbone: str, pretrained: bool = True, drop_rate: float = 0.0) 
     raise SystemExit(f"--backbone must be one of {', '.join(BACKBONES)}")
 
 
+def bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """Every convolution with the BatchNorm that follows it, in execution order (timm and
+    torchvision register their layers in the order they run)."""
+    pairs, conv = [], None
+    for _name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if conv is not None:
+                raise RuntimeError("a convolution without its BatchNorm: not a conv-BN network")
+            conv = m
+        elif isinstance(m, nn.BatchNorm2d):
+            if conv is None:
+                raise RuntimeError("a BatchNorm without a convolution before it")
+            pairs.append((conv, m))
+            conv = None
+    return pairs
+
+
+def load_fused_onnx(model: nn.Module, path: str | Path, size: int = 224) -> nn.Module:
+    """Start from an exported model (an earlier `models/<name>/model.onnx`, whose torch
+    checkpoint is gone): the exporter folded every BatchNorm into its convolution, so each
+    convolution takes the folded weights and its BatchNorm becomes the identity plus the folded
+    bias (running mean 0, running variance 1 - eps, scale 1). Train such a model with
+    `freeze_bn`: the BatchNorms then stay per-channel affine maps with a learnable scale and
+    bias. Checked against onnxruntime on random input before it is returned."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    pairs = bn_pairs(model)
+    if len(convs) != len(pairs) or len(gemms) != 1:
+        raise SystemExit(f"--init-onnx {path}: {len(convs)} convolutions and {len(gemms)} Gemm, "
+                         f"the model has {len(pairs)} conv-BN pairs and one linear head")
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        for node, (conv, bn) in zip(convs, pairs):
+            w = torch.from_numpy(weights[node.input[1]].copy())
+            b = torch.from_numpy(weights[node.input[2]].copy()) if len(node.input) > 2 else torch.zeros(w.shape[0])
+            if tuple(w.shape) != tuple(conv.weight.shape):
+                raise SystemExit(f"--init-onnx {path}: {node.name} {tuple(w.shape)} != {tuple(conv.weight.shape)}")
+            conv.weight.copy_(w)
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(b)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+        hw, hb = (weights[n] for n in gemms[0].input[1:3])
+        head.weight.copy_(torch.from_numpy(hw.copy()).reshape(head.weight.shape))
+        head.bias.copy_(torch.from_numpy(hb.copy()).reshape(head.bias.shape))
+    x = np.random.default_rng(0).normal(0, 1, (2, 3, size, size)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x})[0].reshape(-1)
+    model.eval()
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).reshape(-1).numpy()
+    diff = float(np.abs(got - want).max())
+    if diff > 1e-3:
+        raise SystemExit(f"--init-onnx {path}: torch and onnxruntime disagree by {diff:.2e}")
+    print(f"initialised from {path} (folded BatchNorm; torch vs onnxruntime max abs diff {diff:.1e})")
+    return model
+
+
+def freeze_bn(model: nn.Module) -> None:
+    """BatchNorms in eval mode (running statistics fixed) while the rest trains."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
+class XrayHead(nn.Module):
+    """Auxiliary Face X-ray head (Li et al., CVPR 2020) for training only: a small convolution
+    on the stride-16 feature map predicts where the blending boundary is (sbi.xray). It hangs on
+    a forward hook, so the backbone, its checkpoint and the exported ONNX stay the classifier
+    alone; the boundary map is extra supervision per pixel, where one label per image is little
+    for a corpus of a few hundred people."""
+
+    def __init__(self, model: nn.Module, backbone: str) -> None:
+        super().__init__()
+        stage = model.blocks[4] if backbone == "effnet-lite0" else model.features[13]
+        self.feat = None
+        self._hook = stage.register_forward_hook(lambda _m, _i, out: setattr(self, "feat", out))
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            model(torch.zeros(1, 3, 64, 64))
+            model.train(was)
+        ch = self.feat.shape[1]
+        self.net = nn.Sequential(nn.Conv2d(ch, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 1, 1))
+
+    def forward(self, grid: int) -> torch.Tensor:
+        out = self.net(self.feat)
+        if out.shape[-1] != grid:
+            out = nn.functional.interpolate(out, size=(grid, grid), mode="bilinear", align_corners=False)
+        return out[:, 0]
+
+
 class EMA:
     """Exponential moving average of a model's weights and BatchNorm statistics (the decay
     ramps up over the first steps, as in timm's ModelEmaV2 / TF's num_updates trick)."""
@@ -135,27 +234,48 @@ def jitter_box(box: np.ndarray, rng: np.random.Generator, amount: float = 0.04) 
 
 def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int, margin: float,
               align: bool, train: bool, degrade_fixed: tuple[float, int] | None = None,
-              donor: D.FaceRecord | None = None, p_video: float = 0.0) -> np.ndarray:
+              donor: D.FaceRecord | None = None, p_video: float = 0.0, xray_grid: int = 0,
+              occluder: tuple[np.ndarray, np.ndarray] | None = None):
     """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
-    cross-identity blend), degraded like an upload (random when training, fixed otherwise)."""
+    cross-identity blend), degraded like an upload (random when training, fixed otherwise).
+    `occluder` (sbi.draw_occluder on rec.native_view()) is painted over it after the blend.
+    With xray_grid, (crop, its Face X-ray on an xray_grid square map: zeros for a real face,
+    and nothing where the occluder covers the boundary)."""
     from workers.detector.crops import crop_face
 
-    img, box, lms = rec.image, rec.box, rec.landmarks
+    img, box, lms = rec.native_view()  # blend at the detail the photo had, never upsampled
+    mask = None
     if fake and donor is not None:
-        img, _ = sbi.cross_blend(img, box, lms, donor.image, donor.landmarks, rng)
+        dimg, _, dlms = donor.native_view()
+        img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng)
     elif fake:
-        img, _ = sbi.self_blend(img, box, lms, rng)
+        img, mask = sbi.self_blend(img, box, lms, rng)
+    edge = sbi.boundary(mask) if xray_grid and mask is not None and float(mask.max()) > 0 else None
+    if occluder is not None:
+        img = sbi.occlude(img, occluder)
+        if edge is not None:
+            edge = edge * (1.0 - occluder[0])
+    ref = img.shape[0] / rec.image.shape[0]
     if train:
-        img, box, lms = sbi.degrade(img, box, lms, rng, p_video=p_video)
+        img, box, lms = sbi.degrade(img, box, lms, rng, p_video=p_video, reference=ref)
         box = jitter_box(box, rng)
     elif degrade_fixed is not None:
         scale, quality = degrade_fixed
         img, box, lms = sbi.degrade(img, box, lms, rng, jpeg_range=(quality, quality),
-                                    scale_range=(scale, scale), p_scale=1.0, p_jpeg=1.0)
+                                    scale_range=(scale, scale), p_scale=1.0, p_jpeg=1.0, reference=ref)
     crop = crop_face(img, box, lms, size, margin=margin, align=align)
+    maps = []
+    if edge is not None:
+        m8 = np.clip(np.rint(edge * 255), 0, 255).astype(np.uint8)
+        if m8.shape != img.shape[:2]:  # degrade() resized the image: the map follows
+            m8 = np.asarray(Image.fromarray(m8).resize((img.shape[1], img.shape[0]), Image.BILINEAR))
+        maps = [crop_face(np.repeat(m8[..., None], 3, axis=2), box, lms, size, margin=margin, align=align)[..., 0]]
     if train:
-        crop = sbi.augment(crop, rng)
-    return crop
+        crop = sbi.augment(crop, rng, also=maps)
+    if not xray_grid:
+        return crop
+    xmap = sbi.pool(maps[0].astype(np.float32) / 255.0, xray_grid) if maps else np.zeros((xray_grid,) * 2, np.float32)
+    return crop, xmap
 
 
 class Donors:
@@ -190,10 +310,11 @@ class SBIPairs(Dataset):
     every pass draws new fakes and new degradations, never the same pair twice."""
 
     def __init__(self, records, size, margin, align, seed, epoch, p_bi: float = 0.0,
-                 p_video: float = 0.0, donors: Donors | None = None):
+                 p_video: float = 0.0, donors: Donors | None = None, xray_grid: int = 0,
+                 p_occlude: float = 0.0):
         self.records, self.size, self.margin, self.align = records, size, margin, align
         self.seed, self.epoch, self.cycle = seed, epoch, 0
-        self.p_bi, self.p_video = p_bi, p_video
+        self.p_bi, self.p_video, self.xray_grid, self.p_occlude = p_bi, p_video, xray_grid, p_occlude
         self.donors = donors if donors is not None or p_bi <= 0 else Donors(records)
 
     def __len__(self) -> int:
@@ -203,16 +324,30 @@ class SBIPairs(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.cycle, i])
         rec = self.records[i]
         donor = self.donors.pick(i, rng) if self.p_bi > 0 and rng.random() < self.p_bi else None
-        real = make_view(rec, rng, False, self.size, self.margin, self.align, True, p_video=self.p_video)
+        occ = None
+        if self.p_occlude > 0 and rng.random() < self.p_occlude:  # one occluder for both views
+            img, _, lms = rec.native_view()
+            texture = self.records[int(rng.integers(0, len(self.records)))].image
+            occ = sbi.draw_occluder(img.shape[:2], lms, texture, rng)
+        real = make_view(rec, rng, False, self.size, self.margin, self.align, True, p_video=self.p_video,
+                         xray_grid=self.xray_grid, occluder=occ)
         fake = make_view(rec, rng, True, self.size, self.margin, self.align, True, donor=donor,
-                         p_video=self.p_video)
+                         p_video=self.p_video, xray_grid=self.xray_grid, occluder=occ)
+        if self.xray_grid:
+            return np.stack([real[0], fake[0]]), np.stack([real[1], fake[1]])
         return np.stack([real, fake])
 
 
 def collate(items):
+    """Batch of pairs -> (images, labels), or (images, labels, X-ray maps) for X-ray items."""
+    maps = None
+    if isinstance(items[0], tuple):
+        items, maps = [i[0] for i in items], np.concatenate([i[1] for i in items], 0)
     x = np.concatenate(items, 0)
     y = np.tile(np.array([0.0, 1.0], dtype=np.float32), len(items))
-    return to_tensor(x), torch.from_numpy(y)
+    if maps is None:
+        return to_tensor(x), torch.from_numpy(y)
+    return to_tensor(x), torch.from_numpy(y), torch.from_numpy(maps)
 
 
 def validation_set(records, size, margin, align, seed, degrade_fixed=None, kind: str = "sbi"):
@@ -242,16 +377,17 @@ def validation_swaps(records, size, margin, align):
 
     crops, labels = [], []
     folders = [r.source.split("/")[0] for r in records]
+    views = [r.native_view() for r in records]
     for i, rec in enumerate(records):
-        crops.append(crop_face(rec.image, rec.box, rec.landmarks, size, margin=margin, align=align))
+        img, box, lms = views[i]
+        crops.append(crop_face(img, box, lms, size, margin=margin, align=align))
         labels.append(0)
         pool = [j for j in range(len(records)) if folders[j] == folders[i] and records[j].identity != rec.identity]
         if not pool:
             continue
         j = pool[(i * 7919) % len(pool)]
-        src = records[j]
-        fake = faceswap.swap_face(src.image, src.landmarks, rec.image, rec.landmarks)
-        crops.append(crop_face(fake, rec.box, rec.landmarks, size, margin=margin, align=align))
+        fake = faceswap.swap_face(views[j][0], views[j][2], img, lms)
+        crops.append(crop_face(fake, box, lms, size, margin=margin, align=align))
         labels.append(1)
     return np.stack(crops), np.array(labels)
 
@@ -295,6 +431,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--id-rule", default="auto", choices=("auto", "subdir", "file"))
     p.add_argument("--video-frames", type=int, default=16, help="frames sampled per video")
+    p.add_argument("--faces-per-image", type=int, default=1,
+                   help="train on up to this many faces of each image or frame, largest first (validation "
+                        "keeps the largest only)")
     p.add_argument("--exclude", action="append", default=None,
                    help="glob on '<--real folder name>/<relative path>' of files never to use (repeatable; "
                         f"default: {', '.join(D.DEFAULT_EXCLUDE)})")
@@ -313,6 +452,12 @@ def parse_args(argv=None):
                    help="decay of an exponential moving average of the weights (e.g. 0.999); "
                         "validated, kept and exported instead of the raw weights; 0: off")
     p.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the head")
+    p.add_argument("--p-occlude", type=float, default=0.0,
+                   help="probability that a pair gets one occluder (scarf or hat edge, hand, bar; sbi.OCCLUDERS), "
+                        "the same on the real and the fake view")
+    p.add_argument("--xray", type=float, default=0.0,
+                   help="weight of an auxiliary Face X-ray loss (blending-boundary map predicted from the "
+                        "stride-16 features; training only, not exported); 0: off")
     p.add_argument("--val-swaps", action="store_true",
                    help="also print the AUC on evaluation-recipe swaps of validation people (monitoring only)")
     p.add_argument("--threads", type=int, default=2)
@@ -321,6 +466,9 @@ def parse_args(argv=None):
     p.add_argument("--init", default=None,
                    help="start from the weights of this checkpoint (e.g. training/runs/OTHER/best.pt) instead of "
                         "ImageNet, with a fresh optimiser and schedule: fine-tune at another --size, say")
+    p.add_argument("--init-onnx", default=None,
+                   help="start from an exported model.onnx of the same backbone (its checkpoint gone): "
+                        "folded BatchNorms, kept frozen (per-channel affine) while training")
     p.add_argument("--no-export", dest="export", action="store_false")
     p.add_argument("--version", default=None, help="model version written to model.json")
     return p.parse_args(argv)
@@ -335,7 +483,8 @@ def _save(obj, path: Path) -> None:
 def load_split_records(cfg: dict):
     exclude = cfg.get("exclude")
     records = D.load_corpus(cfg["real"], cfg["id_rule"], cfg["video_frames"],
-                            exclude=D.DEFAULT_EXCLUDE if exclude is None else tuple(exclude))
+                            exclude=D.DEFAULT_EXCLUDE if exclude is None else tuple(exclude),
+                            faces_per_image=cfg.get("faces_per_image", 1))
     splits_path = Path(cfg["splits"])
     if splits_path.exists():
         splits = json.loads(splits_path.read_text())
@@ -364,24 +513,36 @@ def main(argv=None) -> int:
     (run / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
 
     parts, _ = load_split_records(cfg)
-    train, val = parts["train"], parts["val"]
+    train, val = parts["train"], [r for r in parts["val"] if r.face == 0]  # validation: main faces, as ever
     print(f"train faces {len(train)} ({len({r.identity for r in train})} ids), "
           f"val faces {len(val)} ({len({r.identity for r in val})} ids), "
           f"test faces {len(parts['test'])} ({len({r.identity for r in parts['test']})} ids, untouched)")
     vsets = selection_sets(val, cfg)
     monitor = {"swap": validation_swaps(val, args.size, args.margin, args.align)} if args.val_swaps else {}
 
-    model = build_model(args.backbone, pretrained=args.init is None, drop_rate=args.drop_rate)
+    model = build_model(args.backbone, pretrained=args.init is None and args.init_onnx is None,
+                        drop_rate=args.drop_rate)
+    if args.init and args.init_onnx:
+        raise SystemExit("--init and --init-onnx: one or the other")
+    if args.init_onnx:
+        load_fused_onnx(model, args.init_onnx, args.size)
+        cfg["freeze_bn"] = True
     if args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
         if init.get("config", {}).get("backbone", args.backbone) != args.backbone:
             raise SystemExit(f"--init {args.init}: a {init['config']['backbone']} checkpoint, not {args.backbone}")
         model.load_state_dict(init["model"])
+        # weights that descend from a folded ONNX model keep their BatchNorms frozen
+        icfg = init.get("config", {})
+        cfg["freeze_bn"] = bool(icfg.get("freeze_bn") or icfg.get("init_onnx"))
         print(f"initialised from {args.init} (epoch {init.get('epoch')}, size {init.get('config', {}).get('size')})")
     model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, args.ema) if args.ema > 0 else None
     donors = Donors(train) if args.p_bi > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    aux = XrayHead(model, args.backbone) if args.xray > 0 else None
+    grid = -(-args.size // 16) if aux is not None else 0
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     steps = args.steps_per_epoch or math.ceil(len(train) / (args.batch // 2))
     total = steps * args.epochs
     warm = min(steps, max(1, total // 20))
@@ -411,6 +572,8 @@ def main(argv=None) -> int:
         opt.load_state_dict(ck["opt"])
         if ema is not None and "ema" in ck:
             ema.model.load_state_dict(ck["ema"])
+        if aux is not None and "aux" in ck:
+            aux.net.load_state_dict(ck["aux"])
         start, best, history = ck["epoch"] + 1, ck["best"], ck["history"]
         step, elapsed = ck.get("step", 0), ck.get("elapsed", 0.0)
         print(f"resumed from {run / 'last.pt'} at epoch {start + 1} (step {step}, "
@@ -418,19 +581,37 @@ def main(argv=None) -> int:
     lossf = nn.BCEWithLogitsLoss()
     from tqdm import tqdm
 
+    def validate(judged: nn.Module, metrics: dict) -> float:
+        for c, (xv, yv) in vsets.items():
+            metrics[f"val_auc_{c}"] = auc(yv, predict(judged, xv))
+        for c, (xv, yv) in monitor.items():
+            metrics[f"monitor_auc_{c}"] = auc(yv, predict(judged, xv))
+        metrics["val_auc_mean"] = float(np.mean([metrics[f"val_auc_{c}"] for c in vsets]))
+        return metrics["val_auc_mean"]
+
+    if (args.init or args.init_onnx) and not history:
+        # The starting weights on this run's validation sets: an epoch must beat them to be kept.
+        metrics = {"epoch": 0, "step": 0, "train_min": 0.0}
+        best = validate(model, metrics)
+        history.append(metrics)
+        print(json.dumps(metrics), flush=True)
+        _save({"model": model.state_dict(), "epoch": 0, "metrics": metrics, "config": cfg}, run / "best.pt")
+
     for epoch in range(start, args.epochs):
         if progress(step, elapsed) >= 1.0:
             print(f"time budget of {args.time_budget} min used up after {step} steps")
             break
         t0 = time.time()
         ds = SBIPairs(train, args.size, args.margin, args.align, args.seed, epoch, p_bi=args.p_bi,
-                      p_video=args.p_video, donors=donors)
+                      p_video=args.p_video, donors=donors, xray_grid=grid, p_occlude=args.p_occlude)
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         dl = DataLoader(ds, batch_size=args.batch // 2, shuffle=True, generator=g, drop_last=True,
                         collate_fn=collate, num_workers=args.workers,
                         persistent_workers=False)
         model.train()
-        running, n = 0.0, 0
+        if cfg.get("freeze_bn"):
+            freeze_bn(model)
+        running, n, xrun = 0.0, 0, 0.0
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{args.epochs}", unit="step", mininterval=5)
         it = iter(dl)
         for _ in range(steps):
@@ -440,12 +621,17 @@ def main(argv=None) -> int:
             for pg in opt.param_groups:
                 pg["lr"] = args.lr * lr_factor(step, elapsed)
             try:
-                x, y = next(it)
+                batch = next(it)
             except StopIteration:  # one pass over the faces done: the next one draws new pairs
                 ds.cycle += 1
                 it = iter(dl)
-                x, y = next(it)
+                batch = next(it)
+            x, y = batch[0], batch[1]
             loss = lossf(model(x.contiguous(memory_format=torch.channels_last)).reshape(-1), y)
+            if aux is not None:
+                xloss = nn.functional.binary_cross_entropy_with_logits(aux(grid), batch[2])
+                xrun += xloss.item() * len(y)
+                loss = loss + args.xray * xloss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -455,19 +641,17 @@ def main(argv=None) -> int:
             elapsed += time.time() - ts
             running += loss.item() * len(y)
             n += len(y)
-            bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+            bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}",
+                            **({"xray": f"{xrun / n:.4f}"} if aux is not None else {}))
             bar.update(1)
         bar.close()
         del it, dl
         train_s = time.time() - t0
         metrics = {"epoch": epoch + 1, "step": step, "train_min": round(elapsed / 60, 2), "train_loss": running / max(1, n), "train_s": round(train_s, 1)}
+        if aux is not None:
+            metrics["train_xray_loss"] = xrun / max(1, n)
         judged = ema.model if ema is not None else model
-        for c, (xv, yv) in vsets.items():
-            metrics[f"val_auc_{c}"] = auc(yv, predict(judged, xv))
-        for c, (xv, yv) in monitor.items():
-            metrics[f"monitor_auc_{c}"] = auc(yv, predict(judged, xv))
-        score = float(np.mean([metrics[f"val_auc_{c}"] for c in vsets]))
-        metrics["val_auc_mean"] = score
+        score = validate(judged, metrics)
         metrics["epoch_s"] = round(time.time() - t0, 1)
         history.append(metrics)
         print(json.dumps(metrics), flush=True)
@@ -477,7 +661,8 @@ def main(argv=None) -> int:
                   run / "best.pt")
         _save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
                "epoch": epoch, "best": best, "history": history, "config": cfg}
-              | ({"ema": ema.model.state_dict()} if ema is not None else {}), run / "last.pt")
+              | ({"ema": ema.model.state_dict()} if ema is not None else {})
+              | ({"aux": aux.net.state_dict()} if aux is not None else {}), run / "last.pt")
         (run / "history.json").write_text(json.dumps(history, indent=1) + "\n")
 
     if args.export:
