@@ -64,7 +64,7 @@ class FaceRecord:
     def native_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image, box, landmarks) at the face's own resolution: a face that was smaller than the
         cache is shrunk back, so that blends and swaps are made at the detail the photo had (the
-        runtime sees a swap made in a 224 px FairFace picture, not in a 2x upsampled one)."""
+        runtime sees a swap made in a small photo, not in a 2x upsampled copy of it)."""
         if self.native >= 0.95:
             return self.image, self.box, self.landmarks
         side = max(32, round(CACHE_SIZE * self.native))

@@ -290,7 +290,7 @@ for training.
 ## Known weaknesses
 
 - Tiny corpus: about {tr['identities']['total']} identities, mostly frontal studio photos (London,
-  Canada) and small 224 px in-the-wild crops (FairFace); almost no video. A production model
+  Canada) and 448 px in-the-wild crops (FairFace); almost no video. A production model
   needs thousands of identities of real video (see `training/README.md`).
 - Trained on made-up blends only: the model learns blending traces. Fakes without a blending
   boundary (fully generated faces, whole-frame diffusion edits, very good swaps with Poisson
@@ -299,6 +299,12 @@ for training.
 - Strong compression and heavy downscaling remove the traces it looks for; low-resolution faces
   score less reliably. Make-up, heavy retouching, beauty filters and unusual lighting can look
   like blending and raise false positives.
+- Natural edges around or across a face are the commonest false positives on held-out photos:
+  a headscarf, hood or hat framing it, another head overlapping it, profile faces in group
+  photos (of 2.0.0's ten highest-scoring held-out real photos nine are FairFace pictures; of the eight
+  looked at, seven show a headscarf, hood, hat or an overlapping head, one a profile face in a group).
+  In-the-wild photos, real or fake, also score higher as a whole than studio portraits, so one
+  threshold serves the two kinds unequally.
 - Demographics: FairFace is balanced, but the studio sets are mostly young adults and the Canada
   set is white adults only; per-group error rates were not measured.
 
