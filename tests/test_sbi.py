@@ -214,15 +214,15 @@ def test_augment_flips_aligned_maps_with_the_crop():
 def test_xray_lights_the_blend_boundary_only():
     img, box, lms = _face()
     _fake, m = sbi.self_blend(img, box, lms, np.random.default_rng(5), ratio=0.5)
-    b = sbi.xray(m, 16)
+    b = sbi.pool(sbi.boundary(m), 16)
     assert b.shape == (16, 16) and b.dtype == np.float32 and 0 <= b.min() and b.max() <= 1
     assert b.max() > 0.2                                   # the boundary is there, whatever the ratio
     assert b[0, 0] == 0 and b[-1, -1] == 0                 # untouched corners are not boundary
     hard = np.zeros((64, 64), np.float32)
     hard[16:48, 16:48] = 1.0
-    inside = sbi.xray(hard, 8)
+    inside = sbi.pool(sbi.boundary(hard), 8)
     assert inside[3:5, 3:5].max() == 0                     # a solid inside is no boundary either
-    assert not sbi.xray(np.zeros((32, 32), np.float32), 8).any()  # real face: all zero
+    assert not sbi.pool(sbi.boundary(np.zeros((32, 32), np.float32)), 8).any()  # real face: all zero
 
 
 @pytest.mark.parametrize("kind", sbi.OCCLUDERS)

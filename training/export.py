@@ -181,11 +181,11 @@ def write_card(out: Path, manifest: dict, cfg: dict, history: list, notes: str) 
             "(a scarf, hood or hat edge framing the face, a hand or another head over its edge, or a bar such "
             "as glasses or a strand of hair, filled with another photo's texture: real photos are full of "
             "such edges, and they are not blends)" if tr.get("p_occlude") else "")
-    xray = (f" Training also had the network predict each fake's blending boundary (Face X-ray, "
+    extra = (f" Training also had the network predict each fake's blending boundary (Face X-ray, "
             f"4 M (1 - M) of its mask, on a 14 x 14 grid, loss weight {tr['xray']}) from its stride-16 "
             "features, through a small head that is not part of the exported model." if tr.get("xray") else "")
     if tr.get("faces_per_image", 1) > 1:
-        xray += (f" Up to {tr['faces_per_image']} faces of each photo are used (the people in the "
+        extra += (f" Up to {tr['faces_per_image']} faces of each photo are used (the people in the "
                  "background of a FairFace picture are more real faces, in poses and sizes the portraits "
                  "lack); validation keeps the largest face of each photo.")
     bi_row = (f"| real vs cross-identity blends, clean crops | {met['val_auc_bi']:.4f} |\n"
@@ -231,7 +231,7 @@ blends (Face X-ray, Li et al., CVPR 2020: the face of another training identity 
 aligned on the 5 landmarks, partly colour-matched in RGB, blended inside the same kind of mask).
 Real and fake alike get heavy augmentation: downscale to 30-100%, H.264 like a video frame
 ({tr.get('p_video', 0):.0%} of the images, CRF 18-36), JPEG quality 30-95, colour, noise, flips, box
-jitter{occl}. No face-swap tool output and no deepfake data set was used.{xray}
+jitter{occl}. No face-swap tool output and no deepfake data set was used.{extra}
 
 | source | faces | licence |
 |---|---|---|
@@ -345,7 +345,7 @@ def main(argv=None) -> int:
     model.eval()
 
     parts, splits = T.load_split_records(cfg)
-    val = [r for r in parts["val"] if r.face == 0]  # as training validated: the main faces
+    val = parts["val"]
     vsets = T.selection_sets(val, cfg)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -533,7 +533,3 @@ def pool(grid_map: np.ndarray, grid: int) -> np.ndarray:
     img = Image.fromarray(np.asarray(grid_map, dtype=np.float32), mode="F").resize((grid, grid), Image.BOX)
     return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
 
-
-def xray(mask: np.ndarray, grid: int) -> np.ndarray:
-    """The Face X-ray of a blend mask on a grid x grid map (boundary, then pool)."""
-    return pool(boundary(mask), grid)

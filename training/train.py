@@ -162,7 +162,7 @@ def freeze_bn(model: nn.Module) -> None:
 
 class XrayHead(nn.Module):
     """Auxiliary Face X-ray head (Li et al., CVPR 2020) for training only: a small convolution
-    on the stride-16 feature map predicts where the blending boundary is (sbi.xray). It hangs on
+    on the stride-16 feature map predicts where the blending boundary is (sbi.boundary). It hangs on
     a forward hook, so the backbone, its checkpoint and the exported ONNX stay the classifier
     alone; the boundary map is extra supervision per pixel, where one label per image is little
     for a corpus of a few hundred people."""
@@ -492,7 +492,11 @@ def load_split_records(cfg: dict):
         splits = D.make_splits(records, cfg["seed"], cfg["val_frac"], cfg["test_frac"], cfg["id_rule"])
         D.save_json(splits, splits_path)
         print(f"wrote identity splits to {splits_path}")
-    return D.apply_splits(records, splits), splits
+    parts = D.apply_splits(records, splits)
+    # Validation (checkpoint choice, calibration) scores the main face of each photo, as it always
+    # has; the background faces of --faces-per-image are for training only.
+    parts["val"] = [r for r in parts["val"] if r.face == 0]
+    return parts, splits
 
 
 def main(argv=None) -> int:
@@ -510,10 +514,8 @@ def main(argv=None) -> int:
             if old.get(k) != cfg.get(k):
                 raise SystemExit(f"--resume: {k} differs from the run's config ({old.get(k)} != {cfg.get(k)})")
         cfg["command"] = old.get("command", cfg["command"])
-    (run / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
-
     parts, _ = load_split_records(cfg)
-    train, val = parts["train"], [r for r in parts["val"] if r.face == 0]  # validation: main faces, as ever
+    train, val = parts["train"], parts["val"]
     print(f"train faces {len(train)} ({len({r.identity for r in train})} ids), "
           f"val faces {len(val)} ({len({r.identity for r in val})} ids), "
           f"test faces {len(parts['test'])} ({len({r.identity for r in parts['test']})} ids, untouched)")
@@ -536,6 +538,7 @@ def main(argv=None) -> int:
         icfg = init.get("config", {})
         cfg["freeze_bn"] = bool(icfg.get("freeze_bn") or icfg.get("init_onnx"))
         print(f"initialised from {args.init} (epoch {init.get('epoch')}, size {init.get('config', {}).get('size')})")
+    (run / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")  # with freeze_bn, once it is known
     model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, args.ema) if args.ema > 0 else None
     donors = Donors(train) if args.p_bi > 0 else None
