@@ -30,7 +30,8 @@ RUN /opt/verity/bin/pip install '.[gpu]' \
 
 # ---- runtime stages -------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime-base
-RUN apt-get update && apt-get install -y --no-install-recommends libjemalloc2 curl \
+# libgl1 and libglib2.0-0: the system libraries opencv-python (face crops) links against.
+RUN apt-get update && apt-get install -y --no-install-recommends libjemalloc2 curl libgl1 libglib2.0-0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin verity \
  && mkdir -p /data && chown verity:verity /data
