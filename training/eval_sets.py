@@ -128,7 +128,8 @@ def genuine_items(root: Path) -> list[tuple[Path, int, str]]:
 
 # --- build ----------------------------------------------------------------------------------
 
-def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, ...] | None = None) -> Path:
+def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, ...] | None = None,
+          split_name: str = "test") -> Path:
     from training import faceswap, sbi
     from workers.detector.faces import FaceDetector, retinaface_onnx_bytes
     from workers.detector.runtime import make_session
@@ -144,7 +145,8 @@ def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, 
     from training.data import DEFAULT_EXCLUDE, excluded, identity_of
 
     patterns = DEFAULT_EXCLUDE if exclude is None else tuple(exclude)  # as the run's --exclude
-    test_files = [rel for rel in split["test_files"] if not excluded(rel, patterns)]
+    chosen = split[f"{split_name}_files"]
+    test_files = [rel for rel in chosen if not excluded(rel, patterns)]
     for rel in test_files:
         src = data / rel
         rgb = np.asarray(Image.open(src).convert("RGB"))
@@ -156,7 +158,7 @@ def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, 
             log(f"no face in held-out {rel}: kept as a real item, no fake made from it")
             continue
         faces[rel], images[rel] = face, rgb
-    log(f"held-out real: {len(test_files)} photos ({len(split['test_files']) - len(test_files)} excluded), "
+    log(f"held-out real: {len(test_files)} photos ({len(chosen) - len(test_files)} excluded, {split_name} split), "
         f"{len(faces)} with a face")
 
     # The training's own identity rule (training/data.py): a FairFace file is one person.
@@ -515,6 +517,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--exclude", action="append", default=None,
                     help="Held-out files never to use, as globs on '<folder>/<relative path>' (repeatable): "
                          "pass the training run's --exclude; default: training.data.DEFAULT_EXCLUDE.")
+    ap.add_argument("--split", choices=("test", "val"), default="test",
+                    help="Whose photos the real, SBI and swap sets are made of: the held-out people (test, "
+                         "the default, for the card) or the validation people (val: to choose a runtime "
+                         "setting without looking at the test people). The group names stay the same.")
     ap.add_argument("--evaluate", action="store_true", help="Measure the model on the built sets.")
     ap.add_argument("--rebuild", action="store_true", help="Build again even when eval.csv exists.")
     ap.add_argument("--model", default=None)
@@ -527,7 +533,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out.resolve().is_relative_to(REPO):
         ap.error("--out must be outside the repository (the sets include research-only data paths)")
     if args.rebuild or not (args.out / "eval.csv").is_file():
-        build(args.out, args.data, args.splits, args.cache, args.exclude)
+        build(args.out, args.data, args.splits, args.cache, args.exclude, args.split)
     if not args.evaluate:
         return
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 from PIL import Image
+
+try:
+    import cv2
+except ImportError as e:  # opencv-python is installed but the system lacks libGL or GLib
+    raise ImportError(f"OpenCV (face crops) cannot load: {e}. Install the system libraries it needs: "
+                      "apt-get install libgl1 libglib2.0-0 (README, Installing)") from e
 
 # One crop is a few hundred microseconds of work, too small to share between threads; one thread
 # also keeps OpenCV's pool from competing with onnxruntime's threads for the cores.
