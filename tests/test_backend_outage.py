@@ -38,3 +38,44 @@ def test_redis_down_still_accepts_into_the_record(settings, authorize):
     with app.extensions["verity.db"].session() as s:
         row = s.get(Upload, resp.get_json()["id"])
         assert row is not None and row.status == "queued"
+
+
+def test_a_worker_loop_that_rq_quit_on_a_lost_redis_starts_again(redis_conn, monkeypatch):
+    """RQ catches an error in a step of its loop itself ("found an unhandled exception,
+    quitting") and returns from work() as if done. A Redis that goes away between two dequeues
+    does exactly that; the process must build a new worker, not end (the chaos test
+    `test_a_lone_worker_outlives_a_redis_restart` sees it only when the timing falls so)."""
+    import signal
+
+    import redis
+    from rq import Queue, Worker
+
+    from workers import context
+
+    monkeypatch.setattr(context, "REDIS_RECONNECT_SECONDS", (0,))
+    built = []
+
+    class RedisGoesAway(Worker):
+        def check_for_suspension(self, burst):
+            raise redis.exceptions.ConnectionError("Error 111 connecting to Redis. Connection refused.")
+
+    class StopsWhenAsked(Worker):
+        def check_for_suspension(self, burst):
+            self.request_stop(signal.SIGTERM, None)  # as the signal handler does: an idle stop
+
+    def make_worker():
+        cls = RedisGoesAway if not built else StopsWhenAsked
+        built.append(cls(Queue("outage-test", connection=redis_conn), connection=redis_conn))
+        return built[-1]
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # RQ installs its own
+    try:
+        context.work_with_reconnect(make_worker, with_scheduler=False)
+        assert [type(w) for w in built] == [RedisGoesAway, StopsWhenAsked]
+        # and a run asked to stop after N jobs still ends where RQ ends it
+        built.clear()
+        context.work_with_reconnect(make_worker, with_scheduler=False, max_jobs=5)
+        assert [type(w) for w in built] == [RedisGoesAway]
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

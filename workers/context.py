@@ -105,15 +105,26 @@ def work_with_reconnect(make_worker, *, burst: bool = False, **work_kwargs) -> b
 
     Used by the detector and the webhook workers: a lost Redis must not end the process (a
     supervisor that sees its children die again and again gives up, and a single worker has
-    none). A burst run, which is meant to end, lets the error through."""
+    none). A burst run, which is meant to end, lets the error through.
+
+    Redis can go away in two ways for RQ: an error out of `work()` (caught here), or an error
+    in a step of its loop that RQ catches itself ("found an unhandled exception, quitting"),
+    after which `work()` returns as if it were done. So a return is an end only when it was
+    asked for: a burst run, `max_jobs`, or a stop signal; any other return starts a new worker."""
     attempt = 0
     while True:
         try:
-            return make_worker().work(burst=burst, **work_kwargs)  # the constructor talks to Redis too
+            worker = make_worker()  # the constructor talks to Redis too
+            worked = worker.work(burst=burst, **work_kwargs)
+            if (burst or work_kwargs.get("max_jobs") is not None
+                    or getattr(worker, "_shutdown_requested_date", None) is not None):
+                return worked
+            reason = "the worker loop ended with no stop requested"
         except RedisConnectionError as e:
             if burst:
                 raise
-            delay = REDIS_RECONNECT_SECONDS[min(attempt, len(REDIS_RECONNECT_SECONDS) - 1)]
-            log.warning("lost Redis (%s); reconnecting in %ss", e, delay)
-            attempt += 1
-            time.sleep(delay)
+            reason = f"lost Redis ({e})"
+        delay = REDIS_RECONNECT_SECONDS[min(attempt, len(REDIS_RECONNECT_SECONDS) - 1)]
+        log.warning("%s; starting a new worker in %ss", reason, delay)
+        attempt += 1
+        time.sleep(delay)

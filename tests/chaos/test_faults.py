@@ -154,7 +154,7 @@ def test_a_lone_worker_outlives_a_redis_restart(service_factory):
     time.sleep(1.0)
     svc.start_redis()
     time.sleep(3.0)
-    assert svc.procs["workers"].poll() is None, svc.tail("workers", 6000)
+    assert svc.procs["workers"].poll() is None, svc.tail("workers", 20000)
     wait_for(lambda: len(svc.rq_workers()) >= 1, 30, "the worker to register again")
 
 
