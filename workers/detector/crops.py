@@ -96,7 +96,6 @@ def crop_face(image: np.ndarray | Image.Image, box, landmarks, size: int, margin
     return out
 
 
-
 def _reduce(region: np.ndarray, r: int) -> np.ndarray:
     """The rounded mean of each r x r cell (Pillow's Image.reduce, which the models up to 2.0.0
     were trained with): cells cut by the frame's edge average the pixels they have."""

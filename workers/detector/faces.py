@@ -146,9 +146,7 @@ class FaceDetector:
             scale *= w1 / nw
         h2, w2 = image.shape[:2]
         ph, pw = math.ceil(h2 / 32) * 32, math.ceil(w2 / 32) * 32
-        blob = np.empty((1, 3, ph, pw), dtype=np.float32)
-        blob[0, :, h2:] = 0  # only the padding is zeroed: every other value is written below
-        blob[0, :, :h2, w2:] = 0
+        blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
         for c in range(3):  # plane by plane, RGB -> BGR minus mean, without a transposed copy
             np.subtract(image[..., 2 - c], _MEAN_BGR[c], out=blob[0, c, :h2, :w2], casting="unsafe")
         return blob, (scale, offset)
