@@ -90,11 +90,12 @@ def identity_of(root: Path, path: Path, rule: str = "auto") -> str:
     return f"{prefix}/{path.stem}"
 
 
-def excluded(source: str, patterns=DEFAULT_EXCLUDE) -> bool:
-    """Whether `<folder name>/<relative path>` matches one of the exclusion globs."""
+def excluded(source: str, patterns=None) -> bool:
+    """Whether `<folder name>/<relative path>` matches one of the exclusion globs (None:
+    DEFAULT_EXCLUDE, what a run given no --exclude uses; an empty list excludes nothing)."""
     from fnmatch import fnmatch
 
-    return any(fnmatch(source, p) for p in patterns)
+    return any(fnmatch(source, p) for p in (DEFAULT_EXCLUDE if patterns is None else patterns))
 
 
 def scan(roots: list[str | os.PathLike], exclude=DEFAULT_EXCLUDE) -> list[tuple[Path, Path]]:

@@ -142,12 +142,11 @@ def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, 
     rows: list[tuple[str, int, str]] = []
     faces = {}
     images = {}
-    from training.data import DEFAULT_EXCLUDE, excluded, identity_of
+    from training.data import excluded, identity_of
 
-    patterns = DEFAULT_EXCLUDE if exclude is None else tuple(exclude)  # as the run's --exclude
     chosen = split[f"{split_name}_files"]
-    test_files = [rel for rel in chosen if not excluded(rel, patterns)]
-    for rel in test_files:
+    files = [rel for rel in chosen if not excluded(rel, exclude)]  # exclude: the run's --exclude
+    for rel in files:
         src = data / rel
         rgb = np.asarray(Image.open(src).convert("RGB"))
         name = rel.replace("/", "__").rsplit(".", 1)[0] + ".jpg"
@@ -158,7 +157,7 @@ def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, 
             log(f"no face in held-out {rel}: kept as a real item, no fake made from it")
             continue
         faces[rel], images[rel] = face, rgb
-    log(f"held-out real: {len(test_files)} photos ({len(chosen) - len(test_files)} excluded, {split_name} split), "
+    log(f"held-out real: {len(files)} photos ({len(chosen) - len(files)} excluded, {split_name} split), "
         f"{len(faces)} with a face")
 
     # The training's own identity rule (training/data.py): a FairFace file is one person.

@@ -481,9 +481,7 @@ def _save(obj, path: Path) -> None:
 
 
 def load_split_records(cfg: dict):
-    exclude = cfg.get("exclude")
-    records = D.load_corpus(cfg["real"], cfg["id_rule"], cfg["video_frames"],
-                            exclude=D.DEFAULT_EXCLUDE if exclude is None else tuple(exclude),
+    records = D.load_corpus(cfg["real"], cfg["id_rule"], cfg["video_frames"], exclude=cfg.get("exclude"),
                             faces_per_image=cfg.get("faces_per_image", 1))
     splits_path = Path(cfg["splits"])
     if splits_path.exists():
