@@ -7,8 +7,9 @@ Real faces come from --real (see training/data.py for the identity rule); every 
 sample is a pair (real crop, its Self-Blended fake) made on the fly (training/sbi.py).
 Identity-disjoint splits: train / val (model selection, calibration) / test (never touched;
 its identities are written to --splits so the evaluation can use exactly those people).
-Checkpoints go to training/runs/NAME/ (last.pt every epoch, best.pt = best validation AUC);
---resume continues from last.pt. At the end the best checkpoint is exported to --out with
+Checkpoints go to training/runs/NAME/ (--runs; last.pt every epoch, best.pt = best validation
+AUC); --resume continues from last.pt. The network trains on a GPU when torch sees one
+(--device auto|cpu|cuda); the fakes are always made on the CPU by --workers processes. At the end the best checkpoint is exported to --out with
 training/export.py (ONNX + model.json + MODEL_CARD.md) unless --no-export.
 """
 
@@ -175,7 +176,7 @@ class XrayHead(nn.Module):
         with torch.no_grad():
             was = model.training
             model.eval()
-            model(torch.zeros(1, 3, 64, 64))
+            model(torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device))
             model.train(was)
         ch = self.feat.shape[1]
         self.net = nn.Sequential(nn.Conv2d(ch, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 1, 1))
@@ -216,11 +217,24 @@ def to_tensor(crops: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+def pick_device(name: str) -> torch.device:
+    """`--device`: auto takes CUDA when torch sees it; cuda demanded and absent is an error, so a
+    GPU run never silently trains on the CPU for days."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device cuda: torch {torch.__version__} sees no CUDA device (built for CUDA "
+                         f"{torch.version.cuda or 'none: a CPU-only wheel'}); install a CUDA build of torch "
+                         f"or train with --device cpu")
+    return torch.device(name)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, crops: np.ndarray, batch: int = 64) -> np.ndarray:
     model.eval()
-    out = [model(to_tensor(crops[i:i + batch]).contiguous(memory_format=torch.channels_last)).reshape(-1)
-           for i in range(0, len(crops), batch)]
+    device = next(model.parameters()).device
+    out = [model(to_tensor(crops[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last))
+           .reshape(-1).float().cpu() for i in range(0, len(crops), batch)]
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
@@ -437,6 +451,9 @@ def parse_args(argv=None):
     p.add_argument("--exclude", action="append", default=None,
                    help="glob on '<--real folder name>/<relative path>' of files never to use (repeatable; "
                         f"default: {', '.join(D.DEFAULT_EXCLUDE)})")
+    p.add_argument("--cache", default=str(D.CACHE_DIR),
+                   help="folder of the face-crop cache (one .npz per source file; default training/cache)")
+    p.add_argument("--runs", default=str(RUNS), help="folder of the runs (checkpoints under RUNS/NAME)")
     p.add_argument("--splits", default="training/splits/verity-sbi.json",
                    help="identity splits file: reused when it exists, written otherwise")
     p.add_argument("--val-frac", type=float, default=0.15)
@@ -460,7 +477,10 @@ def parse_args(argv=None):
                         "stride-16 features; training only, not exported); 0: off")
     p.add_argument("--val-swaps", action="store_true",
                    help="also print the AUC on evaluation-recipe swaps of validation people (monitoring only)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the network trains (auto: CUDA when torch sees a GPU); the fakes are "
+                        "always made on the CPU, by --workers processes")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue from training/runs/NAME/last.pt")
     p.add_argument("--init", default=None,
@@ -482,7 +502,8 @@ def _save(obj, path: Path) -> None:
 
 def load_split_records(cfg: dict):
     records = D.load_corpus(cfg["real"], cfg["id_rule"], cfg["video_frames"], exclude=cfg.get("exclude"),
-                            faces_per_image=cfg.get("faces_per_image", 1))
+                            faces_per_image=cfg.get("faces_per_image", 1),
+                            cache_dir=Path(cfg.get("cache") or D.CACHE_DIR))
     splits_path = Path(cfg["splits"])
     if splits_path.exists():
         splits = json.loads(splits_path.read_text())
@@ -501,8 +522,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
     name = args.name or Path(args.out).name
-    run = RUNS / name
+    run = Path(args.runs) / name
     run.mkdir(parents=True, exist_ok=True)
     cfg = {k: v for k, v in vars(args).items() if k not in ("resume", "export")}
     cfg["command"] = "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -537,10 +563,12 @@ def main(argv=None) -> int:
         cfg["freeze_bn"] = bool(icfg.get("freeze_bn") or icfg.get("init_onnx"))
         print(f"initialised from {args.init} (epoch {init.get('epoch')}, size {init.get('config', {}).get('size')})")
     (run / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")  # with freeze_bn, once it is known
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)
+    print(f"training on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                                     f" ({args.threads} threads)"))
     ema = EMA(model, args.ema) if args.ema > 0 else None
     donors = Donors(train) if args.p_bi > 0 else None
-    aux = XrayHead(model, args.backbone) if args.xray > 0 else None
+    aux = XrayHead(model, args.backbone).to(device) if args.xray > 0 else None
     grid = -(-args.size // 16) if aux is not None else 0
     params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -608,7 +636,7 @@ def main(argv=None) -> int:
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         dl = DataLoader(ds, batch_size=args.batch // 2, shuffle=True, generator=g, drop_last=True,
                         collate_fn=collate, num_workers=args.workers,
-                        persistent_workers=False)
+                        persistent_workers=False, pin_memory=device.type == "cuda")
         model.train()
         if cfg.get("freeze_bn"):
             freeze_bn(model)
@@ -627,10 +655,12 @@ def main(argv=None) -> int:
                 ds.cycle += 1
                 it = iter(dl)
                 batch = next(it)
-            x, y = batch[0], batch[1]
-            loss = lossf(model(x.contiguous(memory_format=torch.channels_last)).reshape(-1), y)
+            x = batch[0].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = batch[1].to(device, non_blocking=True)
+            loss = lossf(model(x).reshape(-1), y)
             if aux is not None:
-                xloss = nn.functional.binary_cross_entropy_with_logits(aux(grid), batch[2])
+                xloss = nn.functional.binary_cross_entropy_with_logits(
+                    aux(grid), batch[2].to(device, non_blocking=True))
                 xrun += xloss.item() * len(y)
                 loss = loss + args.xray * xloss
             opt.zero_grad(set_to_none=True)

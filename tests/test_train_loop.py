@@ -1,0 +1,84 @@
+"""training/train.py and training/export.py end to end: real face photos in, a model folder out
+that the runtime loads and scores with. Needs the [train] extra (torch, timm), which the runtime
+and the test venv do not install: skipped with a reason there; run it in the training venv
+(`.venv-train/bin/pip install pytest pytest-timeout && .venv-train/bin/python -m pytest
+tests/test_train_loop.py`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mediagen import face_image, face_photo_paths
+from PIL import Image
+
+pytestmark = pytest.mark.train
+torch = pytest.importorskip("torch", reason="the [train] extra is not installed (torch): training tests skipped")
+pytest.importorskip("timm", reason="the [train] extra is not installed (timm): training tests skipped")
+
+from training import train as T  # after the skip: it imports torch
+from workers.detector.pipeline import Detector
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Twelve London-set people, one neutral photo each, shrunk to 480 px (identity = the
+    file's leading digits, as in the real corpus)."""
+    root = tmp_path_factory.mktemp("corpus") / "faces-london"
+    root.mkdir()
+    for path in face_photo_paths(12):
+        im = Image.open(path).convert("RGB")
+        im.thumbnail((480, 480))
+        im.save(root / path.name, quality=92)
+    return root
+
+
+def _train(corpus: Path, tmp: Path, device: str) -> Path:
+    out = tmp / "model"
+    rc = T.main(["--real", str(corpus), "--out", str(out), "--name", "tiny", "--runs", str(tmp / "runs"),
+                 "--cache", str(tmp / "cache"), "--splits", str(tmp / "splits.json"),
+                 "--size", "96", "--epochs", "1", "--steps-per-epoch", "3", "--batch", "8",
+                 "--val-frac", "0.35", "--test-frac", "0.1", "--p-bi", "0.3", "--workers", "0",
+                 "--threads", "2", "--device", device, "--version", "0.0.1"])
+    assert rc == 0
+    return out
+
+
+def test_a_short_run_exports_a_model_the_runtime_loads_and_scores_with(corpus, tmp_path):
+    out = _train(corpus, tmp_path, "cpu")
+    run = tmp_path / "runs" / "tiny"
+    history = json.loads((run / "history.json").read_text())
+    assert history[-1]["step"] == 3 and 0.0 <= history[-1]["val_auc_mean"] <= 1.0
+    assert json.loads((run / "config.json").read_text())["device"] == "cpu"
+    splits = json.loads((tmp_path / "splits.json").read_text())
+    assert splits["counts"]["train"] > 0 and splits["counts"]["val"] > 0
+    assert not set(splits["val_identities"]) & set(splits["test_identities"])
+    assert any((tmp_path / "cache").glob("*.npz"))  # the crop cache went where --cache said
+
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["version"] == "0.0.1" and manifest["input"]["size"] == 96
+    assert (out / "MODEL_CARD.md").exists()
+    det = Detector(model=str(out), device="cpu")
+    result = det.analyze_image(np.asarray(face_image((800, 600), 400)))
+    assert result.label in ("likely_authentic", "suspected_fake")
+    assert 0.0 <= result.score <= 1.0 and result.frames[0].faces[0].fake_score is not None
+
+
+def test_cuda_demanded_without_a_gpu_is_an_error_not_a_cpu_run():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error path cannot be shown here")
+    with pytest.raises(SystemExit, match="--device cuda: torch .* sees no CUDA device"):
+        T.pick_device("cuda")
+    assert T.pick_device("auto").type == "cpu"
+
+
+@pytest.mark.gpu
+def test_a_short_run_trains_on_the_gpu(corpus, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device visible to torch")
+    out = _train(corpus, tmp_path, "cuda")
+    ck = torch.load(tmp_path / "runs" / "tiny" / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["config"]["device"] == "cuda"
+    assert Detector(model=str(out), device="cpu").analyze_image(np.asarray(face_image((800, 600), 400))).frames
