@@ -1,0 +1,87 @@
+"""training/ensemble.py: exported models joined into one ONNX classifier (no torch)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from mediagen import face_image
+from onnxgen import tiny_model
+from PIL import Image
+
+from training import ensemble, sbi, tune_runtime
+from workers.detector.manifest import load_manifest
+from workers.detector.pipeline import Detector
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / "verity-sbi"
+
+
+def _tiny(tmp_path: Path, **extra) -> str:
+    """A real (if useless) 224 px classifier that reads the shipped model's crop."""
+    spec = {"input": {"size": 224}, "crop": {"margin": 1.3, "align": True}, "tta": {"hflip": True},
+            "calibration": {"method": "temperature", "temperature": 4.0}}
+    spec.update(extra)
+    return tiny_model(tmp_path / "tiny", size=224, **spec)
+
+
+def _logits(onnx_path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return sess.run(["logit"], {"input": x})[0].reshape(-1)
+
+
+def test_the_merged_graph_is_the_mean_of_the_calibrated_member_logits(tmp_path):
+    members = [load_manifest(SHIPPED), load_manifest(_tiny(tmp_path))]
+    merged = ensemble.merge(members)
+    path = tmp_path / "merged.onnx"
+    import onnx
+
+    onnx.save(merged, str(path))
+    x = np.random.default_rng(0).normal(0, 1, (3, 3, 224, 224)).astype(np.float32)
+    want = (_logits(members[0].model_path, x) / members[0].calibration.temperature
+            + _logits(members[1].model_path, x) / 4.0) / 2
+    np.testing.assert_allclose(_logits(path, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_members_that_read_different_crops_are_refused(tmp_path):
+    other = load_manifest(_tiny(tmp_path, crop={"margin": 1.1, "align": True}))
+    with pytest.raises(SystemExit, match="crop"):
+        ensemble.check_compatible([load_manifest(SHIPPED), other])
+    small = load_manifest(tiny_model(tmp_path / "small", size=96))
+    with pytest.raises(SystemExit, match="input.size"):
+        ensemble.check_compatible([load_manifest(SHIPPED), small])
+
+
+def test_an_ensemble_folder_is_calibrated_on_validation_and_the_runtime_scores_with_it(tmp_path):
+    """End to end on real faces: a tiny validation CSV (photos and their Self-Blended fakes)."""
+    det = Detector(model=str(SHIPPED), device="cpu")
+    rows = []
+    for i in range(3):
+        rgb = np.asarray(face_image((640, 480), 360, index=i))
+        f = det.face_detector.detect(rgb)[0]
+        fake, _ = sbi.self_blend(rgb, f.box, f.landmarks, np.random.default_rng(i))
+        for name, img, label in ((f"real{i}.png", rgb, "real"), (f"fake{i}.png", fake, "fake")):
+            Image.fromarray(img).save(tmp_path / name)
+            rows.append([name, label, "", tune_runtime.REAL_SET if label == "real" else "sbi-heldout"])
+    with open(tmp_path / "eval.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "condition", "group"])
+        w.writerows(rows)
+    second = tmp_path / "second"
+    shutil.copytree(SHIPPED, second)  # the same network twice: the mean is the model itself
+    out = tmp_path / "ens"
+    assert ensemble.main([str(SHIPPED), str(second), "--out", str(out), "--csv", str(tmp_path / "eval.csv"),
+                          "--version", "9.9.9", "--name", "verity-ens"]) == 0
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["version"] == "9.9.9" and [m["sha256"] for m in doc["training"]["members"]] == [
+        load_manifest(SHIPPED).sha256] * 2
+    auc = doc["metrics"]["validation_auc"]
+    assert len({round(t["mean"], 4) for t in auc.values()}) == 1  # identical members, identical ranking
+    assert doc["thresholds"]["review"] <= doc["thresholds"]["block"] <= 1.0
+    res = Detector(model=str(out), device="cpu").analyze_path(tmp_path / "fake0.png")
+    assert res.model_name == "verity-ens" and res.model_version == "9.9.9" and res.score is not None

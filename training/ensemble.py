@@ -1,0 +1,186 @@
+"""Join exported models into one ONNX classifier that averages them, judged on validation people.
+
+Two networks trained on the same few hundred people still err on different faces; the mean of
+their calibrated logits ranks better than either when their errors differ enough. This tool
+builds that mean as ONE ONNX graph (each model's nodes under its own prefix, one shared input,
+logit = sum_i z_i / (n T_i)), so the runtime, its manifest, its checksum and its batching stay
+as they are: an ensemble is just another model folder. The members must read the same crop
+(input size, layout, colour, normalisation, crop margin and alignment).
+
+It scores the validation people's sets (`python -m training.eval_sets --split val`) with the
+runtime's own code (face detector, crops, mirror TTA; no torch) for every member and for the
+ensemble, prints ROC-AUC per fake set and condition, and fits the ensemble's temperature and
+review/block thresholds there (5% / 1% of the validation real photos, as training/export.py does).
+
+    python -m training.ensemble models/verity-sbi /tmp/verity-mnv2 --out /tmp/verity-ens \\
+        --csv /tmp/verity-eval-val/eval.csv --version 2.1.0 [--name verity-sbi]
+
+Then compare it with the shipped model on the held-out sets (`training.compare`), never choose on
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from workers.detector.manifest import Manifest, load_manifest
+
+SAME = ("size", "layout", "color", "scale", "mean", "std")
+
+
+def check_compatible(members: list[Manifest]) -> None:
+    """The members must be fed the very same tensor: one crop, one normalisation."""
+    first = members[0]
+    for m in members[1:]:
+        for key in SAME:
+            if getattr(m.input, key) != getattr(first.input, key):
+                raise SystemExit(f"{m.name} {m.version}: input.{key} {getattr(m.input, key)} differs from "
+                                 f"{first.name} {first.version}'s {getattr(first.input, key)}: not one crop")
+        if (m.crop.margin, m.crop.align) != (first.crop.margin, first.crop.align):
+            raise SystemExit(f"{m.name} {m.version}: crop {m.crop} differs from {first.name}'s {first.crop}")
+        if m.output.kind != "logit" or first.output.kind != "logit":
+            raise SystemExit("only models whose output is one logit can be averaged")
+
+
+def merge(members: list[Manifest]):
+    """One ONNX model: the input goes to every member, logit = sum_i z_i / (n T_i)."""
+    import onnx
+    from onnx import TensorProto, compose, helper
+
+    opset = max(next(o.version for o in onnx.load(str(m.model_path)).opset_import if o.domain in ("", "ai.onnx"))
+                for m in members)
+    nodes, inits, infos, terms = [], [], [], []
+    for i, m in enumerate(members):
+        model = onnx.load(str(m.model_path))
+        have = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        if have != opset:
+            model = onnx.version_converter.convert_version(model, opset)
+        model = compose.add_prefix(model, f"m{i}_")
+        g = model.graph
+        inp = next(x.name for x in g.input if x.name not in {t.name for t in g.initializer})
+        outs = [o.name for o in g.output]
+        out = f"m{i}_{m.output.name}" if f"m{i}_{m.output.name}" in outs else outs[0]
+        nodes.append(helper.make_node("Identity", [m.input.name], [inp], name=f"m{i}_feed"))
+        nodes.extend(g.node)
+        inits.extend(g.initializer)
+        infos.extend(g.value_info)
+        w = 1.0 / (len(members) * m.calibration.temperature)
+        inits.append(helper.make_tensor(f"m{i}_weight", TensorProto.FLOAT, [], [w]))
+        nodes.append(helper.make_node("Mul", [out, f"m{i}_weight"], [f"m{i}_weighted"], name=f"m{i}_scale"))
+        terms.append(f"m{i}_weighted")
+    nodes.append(helper.make_node("Sum", terms, ["logit"], name="ensemble_mean"))
+    graph = helper.make_graph(
+        nodes, "verity_ensemble",
+        [helper.make_tensor_value_info(members[0].input.name, TensorProto.FLOAT, ["N", 3, members[0].input.size,
+                                                                                  members[0].input.size])],
+        [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["N", 1])],
+        initializer=inits, value_info=infos)
+    merged = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                               producer_name="verity training.ensemble")
+    merged.ir_version = max(onnx.load(str(m.model_path), load_external_data=False).ir_version for m in members)
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def manifest_for(members: list[Manifest], out: Path, name: str, version: str, sha: str, hflip: bool) -> dict:
+    first = members[0]
+    doc = json.loads((first.path / "model.json").read_text())
+    for k in ("runtime_tuning", "metrics"):
+        doc.pop(k, None)
+    doc.update({
+        "name": name, "version": version, "file": "model.onnx", "sha256": sha,
+        "output": {"name": "logit", "kind": "logit",
+                   "meaning": "manipulated face: the mean of the members' calibrated logits ("
+                              + ", ".join(f"{m.name} {m.version}" for m in members) + ")"},
+        "tta": {"hflip": hflip},
+        "training": {
+            "method": "ensemble of separately trained models (training.ensemble): logit = mean of z_i / T_i",
+            "members": [{"name": m.name, "version": m.version, "sha256": m.sha256,
+                         "temperature": m.calibration.temperature, "backbone": m.training.get("backbone"),
+                         "command": m.training.get("command"), "identities": m.training.get("identities"),
+                         "data": m.training.get("data"), "splits_file": m.training.get("splits_file")}
+                        for m in members],
+        },
+    })
+    return doc
+
+
+def _label(i: int, m: Manifest) -> str:
+    return f"member {i + 1}: {m.name} {m.version}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="two or more model folders (model.json + ONNX)")
+    ap.add_argument("--out", type=Path, required=True, help="model folder to write")
+    ap.add_argument("--csv", type=Path, required=True, help="eval.csv of `training.eval_sets --split val`")
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--name", default=None, help="model name (default: the --out folder name)")
+    args = ap.parse_args(argv)
+    if len(args.models) < 2:
+        ap.error("an ensemble needs two or more models")
+    import onnx
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from training import tune_runtime as tr
+    from workers.detector.pipeline import Detector
+
+    members = [load_manifest(m) for m in args.models]
+    check_compatible(members)
+    hflip = all(m.tta.hflip for m in members)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "model.onnx"
+    onnx.save(merge(members), str(path))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    name = args.name or args.out.name
+    doc = manifest_for(members, args.out, name, args.version, sha, hflip)
+    (args.out / "model.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+    margin = members[0].crop.margin
+    scored = {}
+    with Progress(transient=True) as bar:
+        for label, folder in [*((_label(i, m), m.path) for i, m in enumerate(members)), (f"{name} {args.version}", args.out)]:
+            det = Detector(model=str(folder), device="cpu")
+            det.warmup()
+            task = bar.add_task(f"scoring validation photos: {label}", total=None)
+            scored[label] = tr.collect(det, args.csv, (margin,), lambda n, t, task=task: bar.update(task, completed=n, total=t))
+    tables = {label: tr.auc_table(rows, (margin,))[margin] for label, rows in scored.items()}
+    cols = list(next(iter(tables.values())))
+    out = Table(title=f"validation ROC-AUC ({args.csv})")
+    out.add_column("model")
+    for c in cols:
+        out.add_column(c.replace("-heldout", ""), justify="right")
+    for label, t in tables.items():
+        out.add_row(label, *(f"{t[c]:.3f}" for c in cols))
+    Console(width=170).print(out)
+    ens = f"{name} {args.version}"
+    cal = tr.calibrate(scored[ens], margin)
+    doc["calibration"] = {"method": "temperature", "temperature": round(cal["temperature"], 5)}
+    doc["thresholds"] = {"review": round(cal["review"], 5), "block": round(cal["block"], 5)}
+    doc["metrics"] = {"validation_auc": {label: {k: round(v, 4) for k, v in t.items()} for label, t in tables.items()},
+                      "calibration": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in cal.items()},
+                      "csv": "training.eval_sets --split val (validation people: real photos, SBI, feathered "
+                             "and Poisson swaps)",
+                      "command": "python -m training.ensemble " + " ".join(argv if argv is not None else sys.argv[1:])}
+    (args.out / "model.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.out}: temperature {cal['temperature']:.4f}, review {cal['review']:.4f} "
+          f"(FPR {cal['fpr_at_review']:.1%}, TPR {cal['tpr_at_review']:.1%}), block {cal['block']:.4f} "
+          f"(FPR {cal['fpr_at_block']:.1%}, TPR {cal['tpr_at_block']:.1%})")
+    best_member = max(tables[_label(i, m)]["mean"] for i, m in enumerate(members))
+    gain = tables[ens]["mean"] - best_member
+    print(f"mean validation AUC {tables[ens]['mean']:.4f}, {gain:+.4f} against the best member")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
