@@ -81,7 +81,9 @@ def main() -> None:
         table.add_column(col, justify="right" if col not in ("model", "backbone") else "left")
     for i, (m, _clf, _crops) in enumerate(models):
         t1, tn = statistics.median(one[i]), statistics.median(many[i])
-        table.add_row(f"{m.name} {m.version}", str(m.training.get("backbone", "?")), f"{m.input.size} px",
+        backbone = m.training.get("backbone") or " + ".join(
+            str(x.get("backbone")) for x in m.training.get("members", [])) or "?"
+        table.add_row(f"{m.name} {m.version}", backbone, f"{m.input.size} px",
                       f"{m.model_path.stat().st_size / 1e6:.1f}", "on" if m.tta.hflip else "off",
                       f"{t1 * 1000:.2f}", f"{args.batch / tn:.0f}",
                       f"{base_one / t1:.2f}x / {base_many / tn:.2f}x")

@@ -227,7 +227,7 @@ def test_one_frame_video_is_analysed_not_unreadable(tmp_path):
 
 
 def _pillow_crop(img: np.ndarray, box, lms, size: int, margin: float, align: bool) -> np.ndarray:
-    """The crops the shipped model (2.0.0) was trained with: Pillow's reduce by the whole factor
+    """The crops 2.0.0 (member 1 of the shipped 3.0.0) was trained with: Pillow's reduce by the whole factor
     and its bilinear affine transform, on the whole frame."""
     cx, cy, side, angle = crop_transform(box, lms, margin, align)
     k = side / size
