@@ -38,13 +38,12 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from bench.detector import machine
     from workers.detector.classifier import Classifier
     from workers.detector.manifest import load_manifest
 
     out = Console(width=150)
-    cores = len(os.sched_getaffinity(0))
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    cores, cpu = machine()
     load0 = os.getloadavg()
     out.print(f"[bold]verity classifier benchmark[/bold] · {datetime.datetime.now().isoformat(timespec='seconds')} · "
               f"{cores} cores ({cpu}) · Python {platform.python_version()} · onnxruntime {ort.__version__}")

@@ -89,6 +89,13 @@ def decode_every_frame(path: Path, n: int) -> int:
     return got
 
 
+def machine() -> tuple[int, str]:
+    """The cores this process may use and the CPU's model name, for a benchmark's header."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    return len(os.sched_getaffinity(0)), cpu
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -110,9 +117,7 @@ def main() -> None:
     from workers.detector.pipeline import Detector
 
     out = Console(width=150)
-    cores = len(os.sched_getaffinity(0))
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    cores, cpu = machine()
     load0 = os.getloadavg()
     det = Detector(model=args.model, device="cpu", frames=args.frames)
     det.warmup()

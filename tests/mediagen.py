@@ -92,3 +92,28 @@ def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def sbi_validation_csv(folder: Path, face_detector, n: int = 3) -> Path:
+    """A tiny validation set as `training.eval_sets` writes one: n real face photos and a
+    Self-Blended fake of each (PNG), listed in folder/eval.csv (groups heldout-real and
+    sbi-heldout). `face_detector` is a runtime FaceDetector (`Detector(...).face_detector`)."""
+    import csv
+
+    from training import sbi
+
+    rows = []
+    for i in range(n):
+        rgb = np.asarray(face_image((640, 480), 360, index=i))
+        f = face_detector.detect(rgb)[0]
+        fake, _ = sbi.self_blend(rgb, f.box, f.landmarks, np.random.default_rng(i))
+        for name, img, label, group in ((f"real{i}.png", rgb, "real", "heldout-real"),
+                                        (f"fake{i}.png", fake, "fake", "sbi-heldout")):
+            Image.fromarray(img).save(folder / name)
+            rows.append([name, label, "", group])
+    path = folder / "eval.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "condition", "group"])
+        w.writerows(rows)
+    return path

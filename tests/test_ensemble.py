@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -10,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from mediagen import face_image
+from mediagen import sbi_validation_csv
 from onnxgen import tiny_model
-from PIL import Image
 
-from training import ensemble, sbi, tune_runtime
+from training import ensemble
 from workers.detector.manifest import load_manifest
 from workers.detector.pipeline import Detector
 
@@ -60,18 +58,7 @@ def test_members_that_read_different_crops_are_refused(tmp_path):
 def test_an_ensemble_folder_is_calibrated_on_validation_and_the_runtime_scores_with_it(tmp_path):
     """End to end on real faces: a tiny validation CSV (photos and their Self-Blended fakes)."""
     det = Detector(model=str(SHIPPED), device="cpu")
-    rows = []
-    for i in range(3):
-        rgb = np.asarray(face_image((640, 480), 360, index=i))
-        f = det.face_detector.detect(rgb)[0]
-        fake, _ = sbi.self_blend(rgb, f.box, f.landmarks, np.random.default_rng(i))
-        for name, img, label in ((f"real{i}.png", rgb, "real"), (f"fake{i}.png", fake, "fake")):
-            Image.fromarray(img).save(tmp_path / name)
-            rows.append([name, label, "", tune_runtime.REAL_SET if label == "real" else "sbi-heldout"])
-    with open(tmp_path / "eval.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "condition", "group"])
-        w.writerows(rows)
+    sbi_validation_csv(tmp_path, det.face_detector)
     second = tmp_path / "second"
     shutil.copytree(SHIPPED, second)  # the same network twice: the mean is the model itself
     out = tmp_path / "ens"

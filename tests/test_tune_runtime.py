@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
-from mediagen import face_image
-from PIL import Image
+from mediagen import sbi_validation_csv
 
-from training import sbi, tune_runtime
+from training import tune_runtime
 from workers.detector.pipeline import Detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,18 +46,7 @@ def test_write_sets_the_margin_and_the_model_still_loads(tmp_path):
     shutil.copytree(REPO / "models" / "verity-sbi", model)
     before = json.loads((model / "model.json").read_text())
     det = Detector(model=str(model), device="cpu")
-    rows = []
-    for i in range(3):
-        rgb = np.asarray(face_image((640, 480), 360, index=i))
-        f = det.face_detector.detect(rgb)[0]
-        fake, _ = sbi.self_blend(rgb, f.box, f.landmarks, np.random.default_rng(i))
-        for name, img, label in ((f"real{i}.png", rgb, "real"), (f"fake{i}.png", fake, "fake")):
-            Image.fromarray(img).save(tmp_path / name)
-            rows.append([name, label, "", tune_runtime.REAL_SET if label == "real" else "sbi-heldout"])
-    with open(tmp_path / "eval.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "condition", "group"])
-        w.writerows(rows)
+    sbi_validation_csv(tmp_path, det.face_detector)
     tune_runtime.main(["--csv", str(tmp_path / "eval.csv"), "--model", str(model), "--margins", "1.1,1.3",
                        "--write", "--version", "9.9.9"])
     after = json.loads((model / "model.json").read_text())
