@@ -12,7 +12,7 @@ import pytest
 from mediagen import sbi_validation_csv
 from onnxgen import tiny_model
 
-from training import ensemble
+from training import ensemble, eval_sets
 from workers.detector.manifest import load_manifest
 from workers.detector.pipeline import Detector
 
@@ -72,3 +72,14 @@ def test_an_ensemble_folder_is_calibrated_on_validation_and_the_runtime_scores_w
     assert doc["thresholds"]["review"] <= doc["thresholds"]["block"] <= 1.0
     res = Detector(model=str(out), device="cpu").analyze_path(tmp_path / "fake0.png")
     assert res.model_name == "verity-ens" and res.model_version == "9.9.9" and res.score is not None
+    # a first card, which the evaluation can fill
+    card = out / "MODEL_CARD.md"
+    text = card.read_text()
+    assert text.startswith("# verity-ens 9.9.9") and f"review` at P >=\n{doc['thresholds']['review']:.4f}" in text
+    eval_sets.write_card(card, "| measured | here |")
+    assert "| measured | here |" in card.read_text() and "## Members" in card.read_text()
+    # a card kept by hand is never overwritten
+    card.write_text("hand-written\n")
+    ensemble.main([str(SHIPPED), str(second), "--out", str(out), "--csv", str(tmp_path / "eval.csv"),
+                   "--version", "9.9.10", "--name", "verity-ens"])
+    assert card.read_text() == "hand-written\n"

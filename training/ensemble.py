@@ -113,6 +113,48 @@ def manifest_for(members: list[Manifest], out: Path, name: str, version: str, sh
     return doc
 
 
+def card_text(doc: dict, members: list[Manifest], tables: dict, cal: dict) -> str:
+    """A first model card for a new ensemble folder: members, formula, calibration, the
+    validation table, and the evaluation markers that `training.eval_sets --evaluate` fills."""
+    from training.eval_sets import BEGIN, END
+
+    cols = list(next(iter(tables.values())))
+    rows = "\n".join(f"| {label} | " + " | ".join(f"{t[c]:.3f}" for c in cols) + " |" for label, t in tables.items())
+    formula = " + ".join(f"z{i + 1} / {m.calibration.temperature:g}" for i, m in enumerate(members))
+    listed = "\n".join(
+        f"- {m.name} {m.version}: {m.training.get('backbone_desc') or m.training.get('backbone') or '?'}, "
+        f"trained on {', '.join(m.training.get('data') or ['?'])}; sha256 {m.sha256[:16]}...; its own card: "
+        f"`{m.path / 'MODEL_CARD.md'}` at the time of joining" for m in members)
+    return f"""# {doc['name']} {doc['version']}
+
+Face-forgery classifier for Verity: an ensemble of {len(members)} separately trained networks joined into
+one ONNX graph by `python -m training.ensemble`. logit = ({formula}) / {len(members)};
+P(manipulated face) = sigmoid(logit / {cal['temperature']:.4f}). Routing: `review` at P >=
+{cal['review']:.4f}, `block` at P >= {cal['block']:.4f} (recommendations fitted on the validation
+people's photos and fakes: {cal['fpr_at_review']:.1%} and {cal['fpr_at_block']:.1%} of their real photos).
+
+## Members
+
+{listed}
+
+They read the same crop: {members[0].input.size} px, margin {members[0].crop.margin}, align =
+{str(members[0].crop.align).lower()}; test-time flip {'on' if doc['tta']['hflip'] else 'off'}.
+
+## Validation (the people the members were selected and calibrated on)
+
+| model | {' | '.join(c.replace('-heldout', '') for c in cols)} |
+|---|{'---:|' * len(cols)}
+{rows}
+
+## Evaluation
+
+{BEGIN}
+Not measured yet: `python -m training.eval_sets --out DIR --evaluate --model {doc['name']}` (or the
+model folder) fills this part.
+{END}
+"""
+
+
 def _label(i: int, m: Manifest) -> str:
     return f"member {i + 1}: {m.name} {m.version}"
 
@@ -173,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                              "and Poisson swaps)",
                       "command": "python -m training.ensemble " + " ".join(argv if argv is not None else sys.argv[1:])}
     (args.out / "model.json").write_text(json.dumps(doc, indent=1) + "\n")
+    card = args.out / "MODEL_CARD.md"
+    if card.exists():
+        print(f"{card} exists: left as it is (update its prose by hand; eval_sets --evaluate fills its tables)")
+    else:
+        card.write_text(card_text(doc, members, tables, cal))
     print(f"wrote {args.out}: temperature {cal['temperature']:.4f}, review {cal['review']:.4f} "
           f"(FPR {cal['fpr_at_review']:.1%}, TPR {cal['tpr_at_review']:.1%}), block {cal['block']:.4f} "
           f"(FPR {cal['fpr_at_block']:.1%}, TPR {cal['tpr_at_block']:.1%})")
