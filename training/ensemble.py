@@ -55,12 +55,11 @@ def merge(members: list[Manifest]):
     import onnx
     from onnx import TensorProto, compose, helper
 
-    opset = max(next(o.version for o in onnx.load(str(m.model_path)).opset_import if o.domain in ("", "ai.onnx"))
-                for m in members)
+    protos = [onnx.load(str(m.model_path)) for m in members]
+    opsets = [next(o.version for o in p.opset_import if o.domain in ("", "ai.onnx")) for p in protos]
+    opset = max(opsets)
     nodes, inits, infos, terms = [], [], [], []
-    for i, m in enumerate(members):
-        model = onnx.load(str(m.model_path))
-        have = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    for i, (m, model, have) in enumerate(zip(members, protos, opsets)):
         if have != opset:
             model = onnx.version_converter.convert_version(model, opset)
         model = compose.add_prefix(model, f"m{i}_")
@@ -85,12 +84,12 @@ def merge(members: list[Manifest]):
         initializer=inits, value_info=infos)
     merged = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                                producer_name="verity training.ensemble")
-    merged.ir_version = max(onnx.load(str(m.model_path), load_external_data=False).ir_version for m in members)
+    merged.ir_version = max(p.ir_version for p in protos)
     onnx.checker.check_model(merged)
     return merged
 
 
-def manifest_for(members: list[Manifest], out: Path, name: str, version: str, sha: str, hflip: bool) -> dict:
+def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hflip: bool) -> dict:
     first = members[0]
     doc = json.loads((first.path / "model.json").read_text())
     for k in ("runtime_tuning", "metrics"):
@@ -185,13 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     onnx.save(merge(members), str(path))
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     name = args.name or args.out.name
-    doc = manifest_for(members, args.out, name, args.version, sha, hflip)
+    doc = manifest_for(members, name, args.version, sha, hflip)
+    # written now so that the runtime can load the folder to score it; the calibration follows
     (args.out / "model.json").write_text(json.dumps(doc, indent=1) + "\n")
 
     margin = members[0].crop.margin
+    ens = f"{name} {args.version}"
     scored = {}
     with Progress(transient=True) as bar:
-        for label, folder in [*((_label(i, m), m.path) for i, m in enumerate(members)), (f"{name} {args.version}", args.out)]:
+        for label, folder in [*((_label(i, m), m.path) for i, m in enumerate(members)), (ens, args.out)]:
             det = Detector(model=str(folder), device="cpu")
             det.warmup()
             task = bar.add_task(f"scoring validation photos: {label}", total=None)
@@ -205,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     for label, t in tables.items():
         out.add_row(label, *(f"{t[c]:.3f}" for c in cols))
     Console(width=170).print(out)
-    ens = f"{name} {args.version}"
     cal = tr.calibrate(scored[ens], margin)
     doc["calibration"] = {"method": "temperature", "temperature": round(cal["temperature"], 5)}
     doc["thresholds"] = {"review": round(cal["review"], 5), "block": round(cal["block"], 5)}
