@@ -46,6 +46,29 @@ def test_the_merged_graph_is_the_mean_of_the_calibrated_member_logits(tmp_path):
     np.testing.assert_allclose(_logits(path, x), want, rtol=1e-5, atol=1e-5)
 
 
+def test_the_shipped_ensemble_unpacks_into_its_members_and_joins_back_byte_for_byte(tmp_path):
+    """unpack: each member's graph computes its raw logit, and merging them again gives the
+    shipped model.onnx itself, so a new network can join without the members being kept elsewhere."""
+    import hashlib
+
+    import onnx
+
+    shipped = load_manifest(SHIPPED)
+    folders = ensemble.unpack(SHIPPED, tmp_path / "members")
+    members = [load_manifest(f) for f in folders]  # their sha256 is checked at load
+    assert [(m.name, m.version) for m in members] == [(d["name"], d["version"]) for d in shipped.training["members"]]
+    x = np.random.default_rng(1).normal(0, 1, (2, 3, 224, 224)).astype(np.float32)
+    z = [_logits(m.model_path, x) for m in members]
+    assert not np.allclose(z[0], z[1])  # two different networks
+    want = sum(zi / m.calibration.temperature for zi, m in zip(z, members)) / len(members)
+    np.testing.assert_allclose(_logits(shipped.model_path, x), want, rtol=1e-5, atol=1e-5)
+    onnx.save(ensemble.merge(members), str(tmp_path / "again.onnx"))
+    assert hashlib.sha256((tmp_path / "again.onnx").read_bytes()).hexdigest() == shipped.sha256
+    # a plain model is its own only member
+    plain = _tiny(tmp_path)
+    assert ensemble.unpack(plain, tmp_path / "plain") == [Path(plain)]
+
+
 def test_members_that_read_different_crops_are_refused(tmp_path):
     other = load_manifest(_tiny(tmp_path, crop={"margin": 1.1, "align": True}))
     with pytest.raises(SystemExit, match="crop"):
@@ -59,14 +82,15 @@ def test_an_ensemble_folder_is_calibrated_on_validation_and_the_runtime_scores_w
     """End to end on real faces: a tiny validation CSV (photos and their Self-Blended fakes)."""
     det = Detector(model=str(SHIPPED), device="cpu")
     sbi_validation_csv(tmp_path, det.face_detector)
+    first = ensemble.unpack(SHIPPED, tmp_path / "members")[0]  # one network of the shipped ensemble
     second = tmp_path / "second"
-    shutil.copytree(SHIPPED, second)  # the same network twice: the mean is the model itself
+    shutil.copytree(first, second)  # the same network twice: the mean is the model itself
     out = tmp_path / "ens"
-    assert ensemble.main([str(SHIPPED), str(second), "--out", str(out), "--csv", str(tmp_path / "eval.csv"),
+    assert ensemble.main([str(first), str(second), "--out", str(out), "--csv", str(tmp_path / "eval.csv"),
                           "--version", "9.9.9", "--name", "verity-ens"]) == 0
     doc = json.loads((out / "model.json").read_text())
-    assert doc["version"] == "9.9.9" and [m["sha256"] for m in doc["training"]["members"]] == [
-        load_manifest(SHIPPED).sha256] * 2
+    network = load_manifest(first).training["sha256_at_joining"]  # the sha256 of 2.0.0's own file
+    assert doc["version"] == "9.9.9" and [m["sha256"] for m in doc["training"]["members"]] == [network] * 2
     auc = doc["metrics"]["validation_auc"]
     assert len({round(t["mean"], 4) for t in auc.values()}) == 1  # identical members, identical ranking
     assert doc["thresholds"]["review"] <= doc["thresholds"]["block"] <= 1.0
@@ -80,6 +104,10 @@ def test_an_ensemble_folder_is_calibrated_on_validation_and_the_runtime_scores_w
     assert "| measured | here |" in card.read_text() and "## Members" in card.read_text()
     # a card kept by hand is never overwritten
     card.write_text("hand-written\n")
-    ensemble.main([str(SHIPPED), str(second), "--out", str(out), "--csv", str(tmp_path / "eval.csv"),
-                   "--version", "9.9.10", "--name", "verity-ens"])
+    # an ensemble given as a member counts as its members: here three copies of one network
+    assert ensemble.main([str(out), str(first), "--out", str(out), "--csv", str(tmp_path / "eval.csv"),
+                          "--version", "9.9.10", "--name", "verity-ens"]) == 0
     assert card.read_text() == "hand-written\n"
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["version"] == "9.9.10" and len(doc["training"]["members"]) == 3
+    assert [m["sha256"] for m in doc["training"]["members"]] == [network] * 3

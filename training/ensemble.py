@@ -15,6 +15,12 @@ review/block thresholds there (5% / 1% of the validation real photos, as trainin
     python -m training.ensemble models/verity-sbi /tmp/verity-mnv2 --out /tmp/verity-ens \\
         --csv /tmp/verity-eval-val/eval.csv --version 2.1.0 [--name verity-sbi]
 
+A model folder that is itself an ensemble counts as its members: they are taken back out of its
+graph (`unpack`) and averaged with the others at equal weight, so a new network can join the
+shipped ensemble without its members being retrained or kept anywhere else:
+
+    python -m training.ensemble models/verity-sbi /tmp/verity-mnv2b --out /tmp/verity-ens3 ...
+
 Then compare it with the shipped model on the held-out sets (`training.compare`), never choose on
 them.
 """
@@ -89,6 +95,86 @@ def merge(members: list[Manifest]):
     return merged
 
 
+def is_ensemble(m: Manifest) -> bool:
+    return isinstance(m.training.get("members"), list) and len(m.training["members"]) > 1
+
+
+def unpack(folder: str | Path, out: Path) -> list[Path]:
+    """Take the members of an ensemble folder back out of its graph, one model folder each under
+    `out`, with the member's own temperature (as recorded at joining); a plain model is returned as
+    it is. The graph of member i is every node that `merge` put under the prefix `m{i}_` except its
+    feed and scale nodes, renamed back: it computes the member's raw logit exactly."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ens = load_manifest(folder)
+    if not is_ensemble(ens):
+        return [ens.path]
+    model = onnx.load(str(ens.model_path))
+    g = model.graph
+    doc = json.loads((ens.path / "model.json").read_text())
+    paths = []
+    for i, info in enumerate(ens.training["members"]):
+        pre = f"m{i}_"
+        feed = next(n for n in g.node if n.name == f"{pre}feed")
+        scale = next(n for n in g.node if n.name == f"{pre}scale")
+
+        nodes = []
+        for n in g.node:
+            if n.name in (feed.name, scale.name) or not any(o.startswith(pre) for o in n.output):
+                continue
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = c.name.removeprefix(pre)
+            c.input[:] = [x.removeprefix(pre) for x in c.input]
+            c.output[:] = [x.removeprefix(pre) for x in c.output]
+            nodes.append(c)
+        inits = []
+        for t in g.initializer:
+            if t.name.startswith(pre) and t.name != f"{pre}weight":
+                c = onnx.TensorProto()
+                c.CopyFrom(t)
+                c.name = t.name.removeprefix(pre)
+                inits.append(c)
+        infos = []
+        for v in g.value_info:
+            if v.name.startswith(pre):
+                c = onnx.ValueInfoProto()
+                c.CopyFrom(v)
+                c.name = v.name.removeprefix(pre)
+                infos.append(c)
+        inp, out_name = feed.output[0].removeprefix(pre), scale.input[0].removeprefix(pre)
+        size = ens.input.size
+        graph = helper.make_graph(
+            nodes, info["name"], [helper.make_tensor_value_info(inp, TensorProto.FLOAT, ["N", 3, size, size])],
+            [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", 1])], initializer=inits, value_info=infos)
+        member = helper.make_model(graph, opset_imports=list(model.opset_import),
+                                   producer_name="verity training.ensemble unpack")
+        member.ir_version = model.ir_version
+        onnx.checker.check_model(member)
+        dest = Path(out) / f"{info['name']}-{info['version']}"
+        dest.mkdir(parents=True, exist_ok=True)
+        onnx.save(member, str(dest / "model.onnx"))
+        mdoc = {k: v for k, v in doc.items() if k not in ("metrics", "runtime_tuning")}
+        mdoc.update({
+            "name": info["name"], "version": info["version"], "file": "model.onnx",
+            "sha256": hashlib.sha256((dest / "model.onnx").read_bytes()).hexdigest(),
+            "input": {**doc["input"], "name": inp},
+            "output": {"name": out_name, "kind": "logit", "meaning": "manipulated face (raw logit)"},
+            "calibration": {"method": "temperature", "temperature": info["temperature"]},
+            # recorded per member since 3.1.0; before, the ensemble's own (a ranking is all they serve here)
+            "tta": info.get("tta", doc["tta"]),
+            "thresholds": info.get("thresholds", doc["thresholds"]),
+            "training": {**{k: v for k, v in info.items() if k not in ("name", "version", "sha256", "temperature",
+                                                                       "tta", "thresholds")},
+                         "unpacked_from": f"{ens.name} {ens.version} (sha256 {ens.sha256})",
+                         "sha256_at_joining": info["sha256"]},
+        })
+        (dest / "model.json").write_text(json.dumps(mdoc, indent=1) + "\n")
+        paths.append(dest)
+    return paths
+
+
 def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hflip: bool) -> dict:
     first = members[0]
     doc = json.loads((first.path / "model.json").read_text())
@@ -102,8 +188,10 @@ def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hfl
         "tta": {"hflip": hflip},
         "training": {
             "method": "ensemble of separately trained models (training.ensemble): logit = mean of z_i / T_i",
-            "members": [{"name": m.name, "version": m.version, "sha256": m.sha256,
-                         "temperature": m.calibration.temperature, "backbone": m.training.get("backbone"),
+            # an unpacked member is recorded by the checksum of the file it was first joined from
+            "members": [{"name": m.name, "version": m.version, "sha256": m.training.get("sha256_at_joining", m.sha256),
+                         "temperature": m.calibration.temperature, "tta": m.tta.model_dump(),
+                         "thresholds": m.thresholds.model_dump(), "backbone": m.training.get("backbone"),
                          "command": m.training.get("command"), "identities": m.training.get("identities"),
                          "data": m.training.get("data"), "splits_file": m.training.get("splits_file")}
                         for m in members],
@@ -120,10 +208,15 @@ def card_text(doc: dict, members: list[Manifest], tables: dict, cal: dict) -> st
     cols = list(next(iter(tables.values())))
     rows = "\n".join(f"| {label} | " + " | ".join(f"{t[c]:.3f}" for c in cols) + " |" for label, t in tables.items())
     formula = " + ".join(f"z{i + 1} / {m.calibration.temperature:g}" for i, m in enumerate(members))
+    def origin(m: Manifest) -> str:
+        if "unpacked_from" in m.training:
+            return f"taken out of {m.training['unpacked_from'].split(' (')[0]} (its card tells more)"
+        return f"its own card: `{m.path / 'MODEL_CARD.md'}` at the time of joining"
+
     listed = "\n".join(
         f"- {m.name} {m.version}: {m.training.get('backbone_desc') or m.training.get('backbone') or '?'}, "
-        f"trained on {', '.join(m.training.get('data') or ['?'])}; sha256 {m.sha256[:16]}...; its own card: "
-        f"`{m.path / 'MODEL_CARD.md'}` at the time of joining" for m in members)
+        f"trained on {', '.join(m.training.get('data') or ['?'])}; sha256 "
+        f"{m.training.get('sha256_at_joining', m.sha256)[:16]}...; {origin(m)}" for m in members)
     return f"""# {doc['name']} {doc['version']}
 
 Face-forgery classifier for Verity: an ensemble of {len(members)} separately trained networks joined into
@@ -160,14 +253,28 @@ def _label(i: int, m: Manifest) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+", help="two or more model folders (model.json + ONNX)")
+    ap.add_argument("models", nargs="+", help="two or more model folders (model.json + ONNX); an ensemble "
+                                               "folder counts as its members")
     ap.add_argument("--out", type=Path, required=True, help="model folder to write")
     ap.add_argument("--csv", type=Path, required=True, help="eval.csv of `training.eval_sets --split val`")
     ap.add_argument("--version", required=True)
     ap.add_argument("--name", default=None, help="model name (default: the --out folder name)")
     args = ap.parse_args(argv)
-    if len(args.models) < 2:
-        ap.error("an ensemble needs two or more models")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="verity-members-") as tmp:
+        folders = []
+        for i, m in enumerate(args.models):
+            got = unpack(m, Path(tmp) / str(i))
+            if len(got) > 1:
+                print(f"{m}: an ensemble; its {len(got)} members join one by one")
+            folders.extend(got)
+        if len(folders) < 2:
+            ap.error("an ensemble needs two or more models")
+        return _join(args, folders, argv)
+
+
+def _join(args, folders: list[Path], argv) -> int:
     import onnx
     from rich.console import Console
     from rich.progress import Progress
@@ -176,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     from training import tune_runtime as tr
     from workers.detector.pipeline import Detector
 
-    members = [load_manifest(m) for m in args.models]
+    members = [load_manifest(m) for m in folders]
     check_compatible(members)
     hflip = all(m.tta.hflip for m in members)
     args.out.mkdir(parents=True, exist_ok=True)
