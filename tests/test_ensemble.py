@@ -69,6 +69,14 @@ def test_the_shipped_ensemble_unpacks_into_its_members_and_joins_back_byte_for_b
     assert ensemble.unpack(plain, tmp_path / "plain") == [Path(plain)]
 
 
+def test_the_flip_is_on_when_a_member_gained_from_it(tmp_path):
+    with_flip = load_manifest(_tiny(tmp_path))
+    without = load_manifest(tiny_model(tmp_path / "noflip", size=224, input={"size": 224},
+                                       crop={"margin": 1.3, "align": True}, tta={"hflip": False}))
+    assert ensemble.ensemble_hflip([with_flip, without]) and ensemble.ensemble_hflip([without, with_flip])
+    assert not ensemble.ensemble_hflip([without, without])
+
+
 def test_members_that_read_different_crops_are_refused(tmp_path):
     other = load_manifest(_tiny(tmp_path, crop={"margin": 1.1, "align": True}))
     with pytest.raises(SystemExit, match="crop"):

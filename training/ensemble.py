@@ -175,6 +175,17 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
     return paths
 
 
+def ensemble_hflip(members: list[Manifest]) -> bool:
+    """The runtime mirrors the whole graph or nothing. A member exported without the flip had it
+    measured as no gain (training/export.py keeps it only when it helps), so the mean over the
+    mirror costs that member nothing, while turning it off would cost the members that gained it."""
+    hflip = any(m.tta.hflip for m in members)
+    if hflip and not all(m.tta.hflip for m in members):
+        print("test-time flip: on (" + ", ".join(f"{m.name} {m.version}" for m in members if not m.tta.hflip)
+              + " had it off: no gain measured at its export)")
+    return hflip
+
+
 def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hflip: bool) -> dict:
     first = members[0]
     doc = json.loads((first.path / "model.json").read_text())
@@ -285,7 +296,7 @@ def _join(args, folders: list[Path], argv) -> int:
 
     members = [load_manifest(m) for m in folders]
     check_compatible(members)
-    hflip = all(m.tta.hflip for m in members)
+    hflip = ensemble_hflip(members)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "model.onnx"
     onnx.save(merge(members), str(path))
