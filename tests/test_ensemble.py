@@ -71,8 +71,7 @@ def test_the_shipped_ensemble_unpacks_into_its_members_and_joins_back_byte_for_b
 
 def test_the_flip_is_on_when_a_member_gained_from_it(tmp_path):
     with_flip = load_manifest(_tiny(tmp_path))
-    without = load_manifest(tiny_model(tmp_path / "noflip", size=224, input={"size": 224},
-                                       crop={"margin": 1.3, "align": True}, tta={"hflip": False}))
+    without = load_manifest(_tiny(tmp_path / "noflip", tta={"hflip": False}))
     assert ensemble.ensemble_hflip([with_flip, without]) and ensemble.ensemble_hflip([without, with_flip])
     assert not ensemble.ensemble_hflip([without, without])
 

@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,39 +113,19 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
         return [ens.path]
     model = onnx.load(str(ens.model_path))
     g = model.graph
+    size = ens.input.size
     doc = json.loads((ens.path / "model.json").read_text())
     paths = []
     for i, info in enumerate(ens.training["members"]):
         pre = f"m{i}_"
         feed = next(n for n in g.node if n.name == f"{pre}feed")
         scale = next(n for n in g.node if n.name == f"{pre}scale")
-
-        nodes = []
-        for n in g.node:
-            if n.name in (feed.name, scale.name) or not any(o.startswith(pre) for o in n.output):
-                continue
-            c = onnx.NodeProto()
-            c.CopyFrom(n)
-            c.name = c.name.removeprefix(pre)
-            c.input[:] = [x.removeprefix(pre) for x in c.input]
-            c.output[:] = [x.removeprefix(pre) for x in c.output]
-            nodes.append(c)
-        inits = []
-        for t in g.initializer:
-            if t.name.startswith(pre) and t.name != f"{pre}weight":
-                c = onnx.TensorProto()
-                c.CopyFrom(t)
-                c.name = t.name.removeprefix(pre)
-                inits.append(c)
-        infos = []
-        for v in g.value_info:
-            if v.name.startswith(pre):
-                c = onnx.ValueInfoProto()
-                c.CopyFrom(v)
-                c.name = v.name.removeprefix(pre)
-                infos.append(c)
+        glue = (f"{pre}feed", f"{pre}scale", f"{pre}weight")  # what merge added around the member
+        nodes = [_unprefixed(n, pre) for n in g.node
+                 if n.name not in glue and any(o.startswith(pre) for o in n.output)]
+        inits = [_unprefixed(t, pre) for t in g.initializer if t.name.startswith(pre) and t.name not in glue]
+        infos = [_unprefixed(v, pre) for v in g.value_info if v.name.startswith(pre)]
         inp, out_name = feed.output[0].removeprefix(pre), scale.input[0].removeprefix(pre)
-        size = ens.input.size
         graph = helper.make_graph(
             nodes, info["name"], [helper.make_tensor_value_info(inp, TensorProto.FLOAT, ["N", 3, size, size])],
             [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", 1])], initializer=inits, value_info=infos)
@@ -162,17 +143,32 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
             "input": {**doc["input"], "name": inp},
             "output": {"name": out_name, "kind": "logit", "meaning": "manipulated face (raw logit)"},
             "calibration": {"method": "temperature", "temperature": info["temperature"]},
-            # recorded per member since 3.1.0; before, the ensemble's own (a ranking is all they serve here)
+            # recorded per member by ensembles joined after 3.0.0; for older ones the ensemble's own
+            # (ranking the validation photos is all they serve here)
             "tta": info.get("tta", doc["tta"]),
             "thresholds": info.get("thresholds", doc["thresholds"]),
             "training": {**{k: v for k, v in info.items() if k not in ("name", "version", "sha256", "temperature",
                                                                        "tta", "thresholds")},
-                         "unpacked_from": f"{ens.name} {ens.version} (sha256 {ens.sha256})",
+                         "unpacked_from": f"{ens.name} {ens.version}", "unpacked_from_sha256": ens.sha256,
                          "sha256_at_joining": info["sha256"]},
         })
         (dest / "model.json").write_text(json.dumps(mdoc, indent=1) + "\n")
         paths.append(dest)
     return paths
+
+
+def _unprefixed(proto, pre: str):
+    """A copy of a node, initialiser or value info of a merged graph with its member prefix taken off
+    its name (and, for a node, off its inputs and outputs)."""
+    import onnx
+
+    c = type(proto)()
+    c.CopyFrom(proto)
+    c.name = c.name.removeprefix(pre)
+    if isinstance(c, onnx.NodeProto):
+        c.input[:] = [x.removeprefix(pre) for x in c.input]
+        c.output[:] = [x.removeprefix(pre) for x in c.output]
+    return c
 
 
 def ensemble_hflip(members: list[Manifest]) -> bool:
@@ -221,7 +217,7 @@ def card_text(doc: dict, members: list[Manifest], tables: dict, cal: dict) -> st
     formula = " + ".join(f"z{i + 1} / {m.calibration.temperature:g}" for i, m in enumerate(members))
     def origin(m: Manifest) -> str:
         if "unpacked_from" in m.training:
-            return f"taken out of {m.training['unpacked_from'].split(' (')[0]} (its card tells more)"
+            return f"taken out of {m.training['unpacked_from']} (its card tells more)"
         return f"its own card: `{m.path / 'MODEL_CARD.md'}` at the time of joining"
 
     listed = "\n".join(
@@ -271,8 +267,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", required=True)
     ap.add_argument("--name", default=None, help="model name (default: the --out folder name)")
     args = ap.parse_args(argv)
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="verity-members-") as tmp:
         folders = []
         for i, m in enumerate(args.models):
