@@ -60,3 +60,25 @@ def test_cache_crop_records_how_much_detail_the_face_had():
     _crop, _b, _lm, native = D.cache_crop(np.zeros((2000, 2000, 3), np.uint8),
                                          np.array([700, 600, 1300, 1400], np.float32), lms * 5)
     assert native == 1.0                                   # a big face fills the cache: full detail
+
+
+def test_a_larger_cache_keeps_more_of_a_big_face_and_its_own_key(tmp_path):
+    """--cache-size: a classifier trained above 224 px needs cached crops that hold that much of
+    the face; a bigger cache maps the box into its own pixels and never shares a file with the
+    default cache."""
+    import numpy as np
+
+    rgb = np.zeros((2000, 2000, 3), np.uint8)
+    box = np.array([700, 600, 1300, 1400], np.float32)
+    lms = np.array([[850, 900], [1150, 900], [1000, 1050], [880, 1200], [1120, 1200]], np.float32)
+    crop, b, _lm, native = D.cache_crop(rgb, box, lms, 448)
+    crop0, b0, _lm0, _n0 = D.cache_crop(rgb, box, lms)
+    assert crop.shape == (448, 448, 3) and crop0.shape == (D.CACHE_SIZE, D.CACHE_SIZE, 3)
+    assert native == 1.0
+    assert np.allclose(b, b0 * 448 / D.CACHE_SIZE, atol=0.5)  # the same face box, more pixels
+    # a small face in a big cache is still shrunk back to its own detail, from the cache's side
+    rec = D.FaceRecord(np.zeros((448, 448, 3), np.uint8), b, _lm, "x/1", "x/1.jpg", -1, 0.5)
+    assert rec.native_view()[0].shape == (224, 224, 3)
+    f = tmp_path / "a.jpg"
+    _img(f)
+    assert D._cache_key(f, 0) != D._cache_key(f, 0, size=448)

@@ -51,7 +51,7 @@ DEFAULT_EXCLUDE = ("faces-fairface/ig_*",)
 
 @dataclass(slots=True)
 class FaceRecord:
-    image: np.ndarray        # (CACHE_SIZE, CACHE_SIZE, 3) uint8
+    image: np.ndarray        # (S, S, 3) uint8, S the cache size (CACHE_SIZE unless chosen)
     box: np.ndarray          # (4,) float32, in cached-crop pixels
     landmarks: np.ndarray    # (5, 2) float32, in cached-crop pixels
     identity: str
@@ -67,8 +67,9 @@ class FaceRecord:
         runtime sees a swap made in a small photo, not in a 2x upsampled copy of it)."""
         if self.native >= 0.95:
             return self.image, self.box, self.landmarks
-        side = max(32, round(CACHE_SIZE * self.native))
-        k = side / CACHE_SIZE
+        size = self.image.shape[0]
+        side = max(32, round(size * self.native))
+        k = side / size
         small = np.asarray(Image.fromarray(self.image).resize((side, side), Image.LANCZOS))
         return small, (self.box * k).astype(np.float32), (self.landmarks * k).astype(np.float32)
 
@@ -140,23 +141,24 @@ def video_frames(path: Path, n: int) -> list[tuple[int, np.ndarray]]:
         return out
 
 
-def cache_crop(image: np.ndarray, box, landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """The large unrotated cached crop, with box and landmarks mapped into its pixels, and its
-    native scale (source pixels per cached pixel, at most 1)."""
+def cache_crop(image: np.ndarray, box, landmarks,
+               size: int = CACHE_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The large unrotated cached crop (size x size), with box and landmarks mapped into its
+    pixels, and its native scale (source pixels per cached pixel, at most 1)."""
     from workers.detector.crops import crop_face, crop_transform
 
-    crop = crop_face(image, box, landmarks, CACHE_SIZE, margin=CACHE_MARGIN, align=False)
+    crop = crop_face(image, box, landmarks, size, margin=CACHE_MARGIN, align=False)
     cx, cy, side, _ = crop_transform(box, landmarks, CACHE_MARGIN, False)
-    k = side / CACHE_SIZE
+    k = side / size
     left, top = cx - side / 2, cy - side / 2
     if k > 2.0:  # crop_face rounds the region first on this path
         left, top = round(left), round(top)
-        k = (round(left + side) - left) / CACHE_SIZE
+        k = (round(left + side) - left) / size
     off = np.array([left, top], dtype=np.float32)
     b = np.asarray(box, dtype=np.float32).reshape(2, 2)
     box_c = ((b - off) / k).reshape(4)
     lms_c = (np.asarray(landmarks, dtype=np.float32) - off) / k
-    return crop, box_c.astype(np.float32), lms_c.astype(np.float32), float(min(1.0, side / CACHE_SIZE))
+    return crop, box_c.astype(np.float32), lms_c.astype(np.float32), float(min(1.0, side / size))
 
 
 class _Detector:
@@ -172,9 +174,9 @@ class _Detector:
         return [f for f in self.detector.detect(rgb) if min(f.width, f.height) >= MIN_FACE][:n]
 
 
-def _cache_key(path: Path, frames: int, faces: int = 1) -> str:
+def _cache_key(path: Path, frames: int, faces: int = 1, size: int = CACHE_SIZE) -> str:
     st = path.stat()
-    raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{frames}|{CACHE_SIZE}|{CACHE_MARGIN}"
+    raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{frames}|{size}|{CACHE_MARGIN}"
     if faces != 1:
         raw += f"|faces={faces}"
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
@@ -182,11 +184,14 @@ def _cache_key(path: Path, frames: int, faces: int = 1) -> str:
 
 def load_corpus(roots: list[str | os.PathLike], id_rule: str = "auto", video_frames_n: int = 16,
                 cache_dir: Path = CACHE_DIR, progress: bool = True,
-                exclude=DEFAULT_EXCLUDE, faces_per_image: int = 1) -> list[FaceRecord]:
+                exclude=DEFAULT_EXCLUDE, faces_per_image: int = 1,
+                cache_size: int = CACHE_SIZE) -> list[FaceRecord]:
     """Every usable face under the roots, from the cache when it is there: the largest of each
     image or frame, or up to `faces_per_image` of them (the people in the background of a
     photo are more real faces, in poses and sizes a portrait corpus lacks; they keep the file's
-    identity id, so a file and all its faces stay in one split)."""
+    identity id, so a file and all its faces stay in one split). `cache_size` is the side of the
+    cached crops: a classifier input above about 0.6 x of it would see upsampled faces (the
+    classifier crop at margin 1.3 is 0.65 x the cached 2.0-margin crop)."""
     files = scan(roots, exclude)
     cache_dir.mkdir(parents=True, exist_ok=True)
     detector = None
@@ -200,7 +205,7 @@ def load_corpus(roots: list[str | os.PathLike], id_rule: str = "auto", video_fra
         ident = identity_of(root, path, id_rule)
         source = f"{root.name}/{path.relative_to(root).as_posix()}"
         is_video = path.suffix.lower() in VIDEO_EXT
-        cpath = cache_dir / f"{_cache_key(path, video_frames_n if is_video else 0, faces_per_image)}.npz"
+        cpath = cache_dir / f"{_cache_key(path, video_frames_n if is_video else 0, faces_per_image, cache_size)}.npz"
         if cpath.exists():
             z = np.load(cpath)
             entries = [(int(fr), z["images"][i], z["boxes"][i], z["landmarks"][i], float(z["native"][i]),
@@ -216,11 +221,11 @@ def load_corpus(roots: list[str | os.PathLike], id_rule: str = "auto", video_fra
             entries = []
             for idx, rgb in frames:
                 for rank, face in enumerate(detector.largest(rgb, faces_per_image)):
-                    entries.append((idx, *cache_crop(rgb, face.box, face.landmarks), rank))
+                    entries.append((idx, *cache_crop(rgb, face.box, face.landmarks, cache_size), rank))
             tmp = cpath.with_name(cpath.stem + ".tmp.npz")
             np.savez(tmp,
                      frames=np.array([e[0] for e in entries], dtype=np.int32),
-                     images=np.array([e[1] for e in entries], dtype=np.uint8).reshape(-1, CACHE_SIZE, CACHE_SIZE, 3),
+                     images=np.array([e[1] for e in entries], dtype=np.uint8).reshape(-1, cache_size, cache_size, 3),
                      boxes=np.array([e[2] for e in entries], dtype=np.float32).reshape(-1, 4),
                      landmarks=np.array([e[3] for e in entries], dtype=np.float32).reshape(-1, 5, 2),
                      native=np.array([e[4] for e in entries], dtype=np.float32),

@@ -141,7 +141,11 @@ def load_fused_onnx(model: nn.Module, path: str | Path, size: int = 224) -> nn.M
         hw, hb = (weights[n] for n in gemms[0].input[1:3])
         head.weight.copy_(torch.from_numpy(hw.copy()).reshape(head.weight.shape))
         head.bias.copy_(torch.from_numpy(hb.copy()).reshape(head.bias.shape))
-    x = np.random.default_rng(0).normal(0, 1, (2, 3, size, size)).astype(np.float32)
+    # the check runs at the exported input size (the weights do not depend on it: a model
+    # exported at 224 px can be fine-tuned at another --size)
+    dim = graph.input[0].type.tensor_type.shape.dim[-1]
+    check = dim.dim_value or size
+    x = np.random.default_rng(0).normal(0, 1, (2, 3, check, check)).astype(np.float32)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0].reshape(-1)
     model.eval()
@@ -451,6 +455,9 @@ def parse_args(argv=None):
     p.add_argument("--exclude", action="append", default=None,
                    help="glob on '<--real folder name>/<relative path>' of files never to use (repeatable; "
                         f"default: {', '.join(D.DEFAULT_EXCLUDE)})")
+    p.add_argument("--cache-size", type=int, default=D.CACHE_SIZE,
+                   help="side of the cached face crops (2.0 x the face box); raise it with --size "
+                        "above about 0.6 x of it, or the classifier sees upsampled faces")
     p.add_argument("--cache", default=str(D.CACHE_DIR),
                    help="folder of the face-crop cache (one .npz per source file; default training/cache)")
     p.add_argument("--runs", default=str(RUNS), help="folder of the runs (checkpoints under RUNS/NAME)")
@@ -503,7 +510,8 @@ def _save(obj, path: Path) -> None:
 def load_split_records(cfg: dict):
     records = D.load_corpus(cfg["real"], cfg["id_rule"], cfg["video_frames"], exclude=cfg.get("exclude"),
                             faces_per_image=cfg.get("faces_per_image", 1),
-                            cache_dir=Path(cfg.get("cache") or D.CACHE_DIR))
+                            cache_dir=Path(cfg.get("cache") or D.CACHE_DIR),
+                            cache_size=cfg.get("cache_size", D.CACHE_SIZE))
     splits_path = Path(cfg["splits"])
     if splits_path.exists():
         splits = json.loads(splits_path.read_text())
