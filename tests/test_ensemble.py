@@ -80,9 +80,54 @@ def test_members_that_read_different_crops_are_refused(tmp_path):
     other = load_manifest(_tiny(tmp_path, crop={"margin": 1.1, "align": True}))
     with pytest.raises(SystemExit, match="crop"):
         ensemble.check_compatible([load_manifest(SHIPPED), other])
-    small = load_manifest(tiny_model(tmp_path / "small", size=96))
-    with pytest.raises(SystemExit, match="input.size"):
-        ensemble.check_compatible([load_manifest(SHIPPED), small])
+    gray = load_manifest(tiny_model(tmp_path / "gray", size=224, crop={"margin": 1.3, "align": True},
+                                    input={"size": 224, "mean": [0.5, 0.5, 0.5]}))
+    with pytest.raises(SystemExit, match="input.mean"):
+        ensemble.check_compatible([load_manifest(SHIPPED), gray])
+
+
+def _bilinear_half_pixel(x: np.ndarray, k: float) -> np.ndarray:
+    """ONNX Resize (linear, half_pixel, no antialias) on the last two axes, written out in numpy."""
+    n = int(np.floor(x.shape[-1] * np.float32(k)))
+    src = np.clip((np.arange(n) + 0.5) / k - 0.5, 0, x.shape[-1] - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, x.shape[-1] - 1)
+    w = (src - lo).astype(np.float32)
+    rows = x[..., lo, :] * (1 - w)[:, None] + x[..., hi, :] * w[:, None]
+    return rows[..., lo] * (1 - w) + rows[..., hi] * w
+
+
+def test_members_of_different_input_sizes_join_with_the_smaller_one_resized_in_the_graph(tmp_path):
+    """A network fine-tuned at 288 px joins members trained at 224 px: the ensemble reads the 288 px
+    crop and feeds each 224 px member that crop resized; unpacked, every member is back at its own
+    size and the members join again byte for byte."""
+    import hashlib
+
+    import onnx
+
+    members = [load_manifest(f) for f in ensemble.unpack(SHIPPED, tmp_path / "members")]
+    big = load_manifest(tiny_model(tmp_path / "big", size=288, name="big", crop={"margin": 1.3, "align": True},
+                                   tta={"hflip": True}, calibration={"method": "temperature", "temperature": 2.0}))
+    joined = [*members, big]
+    ensemble.check_compatible(joined)
+    out = tmp_path / "ens"
+    out.mkdir()
+    onnx.save(ensemble.merge(joined), str(out / "model.onnx"))
+    sha = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    doc = ensemble.manifest_for(joined, "ens", "0.0.1", sha, True)
+    assert doc["input"]["size"] == 288 and [m["input_size"] for m in doc["training"]["members"]] == [224, 224, 288]
+    (out / "model.json").write_text(json.dumps(doc))
+    ens = load_manifest(out)
+    x = np.random.default_rng(2).normal(0, 1, (2, 3, 288, 288)).astype(np.float32)
+    small = _bilinear_half_pixel(x, ensemble._resize_scale(288, 224)).astype(np.float32)
+    assert small.shape == (2, 3, 224, 224)
+    want = (sum(_logits(m.model_path, small) / m.calibration.temperature for m in members)
+            + _logits(big.model_path, x) / 2.0) / 3
+    np.testing.assert_allclose(_logits(ens.model_path, x), want, rtol=1e-4, atol=1e-4)
+    back = [load_manifest(f) for f in ensemble.unpack(out, tmp_path / "back")]
+    assert [m.input.size for m in back] == [224, 224, 288]
+    onnx.save(ensemble.merge(back), str(tmp_path / "again.onnx"))
+    assert hashlib.sha256((tmp_path / "again.onnx").read_bytes()).hexdigest() == sha
 
 
 def test_an_ensemble_folder_is_calibrated_on_validation_and_the_runtime_scores_with_it(tmp_path):

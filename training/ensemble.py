@@ -5,7 +5,9 @@ their calibrated logits ranks better than either when their errors differ enough
 builds that mean as ONE ONNX graph (each model's nodes under its own prefix, one shared input,
 logit = sum_i z_i / (n T_i)), so the runtime, its manifest, its checksum and its batching stay
 as they are: an ensemble is just another model folder. The members must read the same crop
-(input size, layout, colour, normalisation, crop margin and alignment).
+(layout, colour, normalisation, crop margin and alignment); their input sizes may differ: the
+ensemble reads the largest, and a member trained smaller gets it resized (bilinear) inside the
+graph.
 
 It scores the validation people's sets (`python -m training.eval_sets --split val`) with the
 runtime's own code (face detector, crops, mirror TTA; no torch) for every member and for the
@@ -40,11 +42,11 @@ if str(REPO) not in sys.path:
 
 from workers.detector.manifest import Manifest, load_manifest
 
-SAME = ("size", "layout", "color", "scale", "mean", "std")
+SAME = ("layout", "color", "scale", "mean", "std")
 
 
 def check_compatible(members: list[Manifest]) -> None:
-    """The members must be fed the very same tensor: one crop, one normalisation."""
+    """The members must be fed the same crop with one normalisation (at their own input sizes)."""
     first = members[0]
     for m in members[1:]:
         for key in SAME:
@@ -57,14 +59,30 @@ def check_compatible(members: list[Manifest]) -> None:
             raise SystemExit("only models whose output is one logit can be averaged")
 
 
+def ensemble_size(members: list[Manifest]) -> int:
+    return max(m.input.size for m in members)
+
+
+def _resize_scale(big: int, small: int) -> float:
+    """The float32 scale for which ONNX Resize (output = floor(input x scale)) gives `small` from `big`."""
+    import numpy as np
+
+    k = np.float32(small / big)
+    while int(np.floor(np.float32(big) * k)) < small:
+        k = np.nextafter(k, np.float32(1))
+    return float(k)
+
+
 def merge(members: list[Manifest]):
-    """One ONNX model: the input goes to every member, logit = sum_i z_i / (n T_i)."""
+    """One ONNX model: the input goes to every member, logit = sum_i z_i / (n T_i). A member whose
+    input is smaller than the ensemble's is fed the crop resized to its size (Resize, linear)."""
     import onnx
     from onnx import TensorProto, compose, helper
 
     protos = [onnx.load(str(m.model_path)) for m in members]
     opsets = [next(o.version for o in p.opset_import if o.domain in ("", "ai.onnx")) for p in protos]
     opset = max(opsets)
+    size = ensemble_size(members)
     nodes, inits, infos, terms = [], [], [], []
     for i, (m, model, have) in enumerate(zip(members, protos, opsets)):
         if have != opset:
@@ -74,7 +92,14 @@ def merge(members: list[Manifest]):
         inp = next(x.name for x in g.input if x.name not in {t.name for t in g.initializer})
         outs = [o.name for o in g.output]
         out = f"m{i}_{m.output.name}" if f"m{i}_{m.output.name}" in outs else outs[0]
-        nodes.append(helper.make_node("Identity", [m.input.name], [inp], name=f"m{i}_feed"))
+        if m.input.size == size:
+            nodes.append(helper.make_node("Identity", [m.input.name], [inp], name=f"m{i}_feed"))
+        else:
+            k = _resize_scale(size, m.input.size)
+            inits.append(helper.make_tensor(f"m{i}_feed_scales", TensorProto.FLOAT, [4], [1.0, 1.0, k, k]))
+            nodes.append(helper.make_node("Resize", [members[0].input.name, "", f"m{i}_feed_scales"], [inp],
+                                          name=f"m{i}_feed", mode="linear",
+                                          coordinate_transformation_mode="half_pixel"))
         nodes.extend(g.node)
         inits.extend(g.initializer)
         infos.extend(g.value_info)
@@ -85,8 +110,7 @@ def merge(members: list[Manifest]):
     nodes.append(helper.make_node("Sum", terms, ["logit"], name="ensemble_mean"))
     graph = helper.make_graph(
         nodes, "verity_ensemble",
-        [helper.make_tensor_value_info(members[0].input.name, TensorProto.FLOAT, ["N", 3, members[0].input.size,
-                                                                                  members[0].input.size])],
+        [helper.make_tensor_value_info(members[0].input.name, TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["N", 1])],
         initializer=inits, value_info=infos)
     merged = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
@@ -120,14 +144,15 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
         pre = f"m{i}_"
         feed = next(n for n in g.node if n.name == f"{pre}feed")
         scale = next(n for n in g.node if n.name == f"{pre}scale")
-        glue = (f"{pre}feed", f"{pre}scale", f"{pre}weight")  # what merge added around the member
+        glue = (f"{pre}feed", f"{pre}feed_scales", f"{pre}scale", f"{pre}weight")  # what merge added around it
+        msize = info.get("input_size", size)
         nodes = [_unprefixed(n, pre) for n in g.node
                  if n.name not in glue and any(o.startswith(pre) for o in n.output)]
         inits = [_unprefixed(t, pre) for t in g.initializer if t.name.startswith(pre) and t.name not in glue]
         infos = [_unprefixed(v, pre) for v in g.value_info if v.name.startswith(pre)]
         inp, out_name = feed.output[0].removeprefix(pre), scale.input[0].removeprefix(pre)
         graph = helper.make_graph(
-            nodes, info["name"], [helper.make_tensor_value_info(inp, TensorProto.FLOAT, ["N", 3, size, size])],
+            nodes, info["name"], [helper.make_tensor_value_info(inp, TensorProto.FLOAT, ["N", 3, msize, msize])],
             [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", 1])], initializer=inits, value_info=infos)
         member = helper.make_model(graph, opset_imports=list(model.opset_import),
                                    producer_name="verity training.ensemble unpack")
@@ -140,7 +165,7 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
         mdoc.update({
             "name": info["name"], "version": info["version"], "file": "model.onnx",
             "sha256": hashlib.sha256((dest / "model.onnx").read_bytes()).hexdigest(),
-            "input": {**doc["input"], "name": inp},
+            "input": {**doc["input"], "name": inp, "size": msize},
             "output": {"name": out_name, "kind": "logit", "meaning": "manipulated face (raw logit)"},
             "calibration": {"method": "temperature", "temperature": info["temperature"]},
             # recorded per member by ensembles joined after 3.0.0; for older ones the ensemble's own
@@ -148,7 +173,7 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
             "tta": info.get("tta", doc["tta"]),
             "thresholds": info.get("thresholds", doc["thresholds"]),
             "training": {**{k: v for k, v in info.items() if k not in ("name", "version", "sha256", "temperature",
-                                                                       "tta", "thresholds")},
+                                                                       "tta", "thresholds", "input_size")},
                          "unpacked_from": f"{ens.name} {ens.version}", "unpacked_from_sha256": ens.sha256,
                          "sha256_at_joining": info["sha256"]},
         })
@@ -192,12 +217,14 @@ def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hfl
         "output": {"name": "logit", "kind": "logit",
                    "meaning": "manipulated face: the mean of the members' calibrated logits ("
                               + ", ".join(f"{m.name} {m.version}" for m in members) + ")"},
+        "input": {**doc["input"], "size": ensemble_size(members)},
         "tta": {"hflip": hflip},
         "training": {
             "method": "ensemble of separately trained models (training.ensemble): logit = mean of z_i / T_i",
             # an unpacked member is recorded by the checksum of the file it was first joined from
             "members": [{"name": m.name, "version": m.version, "sha256": m.training.get("sha256_at_joining", m.sha256),
-                         "temperature": m.calibration.temperature, "tta": m.tta.model_dump(),
+                         "temperature": m.calibration.temperature, "input_size": m.input.size,
+                         "tta": m.tta.model_dump(),
                          "thresholds": m.thresholds.model_dump(), "backbone": m.training.get("backbone"),
                          "command": m.training.get("command"), "identities": m.training.get("identities"),
                          "data": m.training.get("data"), "splits_file": m.training.get("splits_file")}
@@ -215,6 +242,9 @@ def card_text(doc: dict, members: list[Manifest], tables: dict, cal: dict) -> st
     cols = list(next(iter(tables.values())))
     rows = "\n".join(f"| {label} | " + " | ".join(f"{t[c]:.3f}" for c in cols) + " |" for label, t in tables.items())
     formula = " + ".join(f"z{i + 1} / {m.calibration.temperature:g}" for i, m in enumerate(members))
+    size = ensemble_size(members)
+    sizes = f"{size} px" + "".join(f" ({m.name} {m.version} at {m.input.size} px, resized in the graph)"
+                                  for m in members if m.input.size != size)
     def origin(m: Manifest) -> str:
         if "unpacked_from" in m.training:
             return f"taken out of {m.training['unpacked_from']} (its card tells more)"
@@ -236,7 +266,7 @@ people's photos and fakes: {cal['fpr_at_review']:.1%} and {cal['fpr_at_block']:.
 
 {listed}
 
-They read the same crop: {members[0].input.size} px, margin {members[0].crop.margin}, align =
+They read the same crop: {sizes}, margin {members[0].crop.margin}, align =
 {str(members[0].crop.align).lower()}; test-time flip {'on' if doc['tta']['hflip'] else 'off'}.
 
 ## Validation (the people the members were selected and calibrated on)
