@@ -20,12 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "verity-sbi"
 
 
-def _tiny(tmp_path: Path, **extra) -> str:
-    """A real (if useless) 224 px classifier that reads the shipped model's crop."""
-    spec = {"input": {"size": 224}, "crop": {"margin": 1.3, "align": True}, "tta": {"hflip": True},
+def _tiny(tmp_path: Path, size: int = 224, **extra) -> str:
+    """A real (if useless) classifier that reads the shipped model's crop."""
+    spec = {"input": {"size": size}, "crop": {"margin": 1.3, "align": True}, "tta": {"hflip": True},
             "calibration": {"method": "temperature", "temperature": 4.0}}
     spec.update(extra)
-    return tiny_model(tmp_path / "tiny", size=224, **spec)
+    return tiny_model(tmp_path / "tiny", size=size, **spec)
+
+
+def _x(seed: int, size: int, n: int = 2) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 1, (n, 3, size, size)).astype(np.float32)
+
+
+def _fed(x: np.ndarray, size: int) -> np.ndarray:
+    """What an ensemble's graph feeds a member of this input size (see _bilinear_half_pixel)."""
+    if x.shape[-1] == size:
+        return x
+    return _bilinear_half_pixel(x, ensemble._resize_scale(x.shape[-1], size)).astype(np.float32)
 
 
 def _logits(onnx_path, x: np.ndarray) -> np.ndarray:
@@ -34,13 +45,14 @@ def _logits(onnx_path, x: np.ndarray) -> np.ndarray:
 
 
 def test_the_merged_graph_is_the_mean_of_the_calibrated_member_logits(tmp_path):
-    members = [load_manifest(SHIPPED), load_manifest(_tiny(tmp_path))]
+    shipped = load_manifest(SHIPPED)
+    members = [shipped, load_manifest(_tiny(tmp_path, shipped.input.size))]
     merged = ensemble.merge(members)
     path = tmp_path / "merged.onnx"
     import onnx
 
     onnx.save(merged, str(path))
-    x = np.random.default_rng(0).normal(0, 1, (3, 3, 224, 224)).astype(np.float32)
+    x = _x(0, shipped.input.size, 3)
     want = (_logits(members[0].model_path, x) / members[0].calibration.temperature
             + _logits(members[1].model_path, x) / 4.0) / 2
     np.testing.assert_allclose(_logits(path, x), want, rtol=1e-5, atol=1e-5)
@@ -57,8 +69,9 @@ def test_the_shipped_ensemble_unpacks_into_its_members_and_joins_back_byte_for_b
     folders = ensemble.unpack(SHIPPED, tmp_path / "members")
     members = [load_manifest(f) for f in folders]  # their sha256 is checked at load
     assert [(m.name, m.version) for m in members] == [(d["name"], d["version"]) for d in shipped.training["members"]]
-    x = np.random.default_rng(1).normal(0, 1, (2, 3, 224, 224)).astype(np.float32)
-    z = [_logits(m.model_path, x) for m in members]
+    x = _x(1, shipped.input.size)
+    assert max(m.input.size for m in members) == shipped.input.size
+    z = [_logits(m.model_path, _fed(x, m.input.size)) for m in members]
     assert not np.allclose(z[0], z[1])  # two different networks
     want = sum(zi / m.calibration.temperature for zi, m in zip(z, members)) / len(members)
     np.testing.assert_allclose(_logits(shipped.model_path, x), want, rtol=1e-5, atol=1e-5)
@@ -98,34 +111,36 @@ def _bilinear_half_pixel(x: np.ndarray, k: float) -> np.ndarray:
 
 
 def test_members_of_different_input_sizes_join_with_the_smaller_one_resized_in_the_graph(tmp_path):
-    """A network fine-tuned at 288 px joins members trained at 224 px: the ensemble reads the 288 px
-    crop and feeds each 224 px member that crop resized; unpacked, every member is back at its own
-    size and the members join again byte for byte."""
+    """A network trained at a larger input joins smaller members (a 288 px fine-tune joining 224 px
+    networks, as in verity-sbi 3.1.0): the ensemble reads the largest crop and feeds each smaller
+    member that crop resized; unpacked, every member is back at its own size and the members join
+    again byte for byte."""
     import hashlib
 
     import onnx
 
     members = [load_manifest(f) for f in ensemble.unpack(SHIPPED, tmp_path / "members")]
-    big = load_manifest(tiny_model(tmp_path / "big", size=288, name="big", crop={"margin": 1.3, "align": True},
+    size = max(m.input.size for m in members) + 32
+    big = load_manifest(tiny_model(tmp_path / "big", size=size, name="big", crop={"margin": 1.3, "align": True},
                                    tta={"hflip": True}, calibration={"method": "temperature", "temperature": 2.0}))
     joined = [*members, big]
+    sizes = [m.input.size for m in joined]
     ensemble.check_compatible(joined)
     out = tmp_path / "ens"
     out.mkdir()
     onnx.save(ensemble.merge(joined), str(out / "model.onnx"))
     sha = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     doc = ensemble.manifest_for(joined, "ens", "0.0.1", sha, True)
-    assert doc["input"]["size"] == 288 and [m["input_size"] for m in doc["training"]["members"]] == [224, 224, 288]
+    assert doc["input"]["size"] == size and [m["input_size"] for m in doc["training"]["members"]] == sizes
     (out / "model.json").write_text(json.dumps(doc))
     ens = load_manifest(out)
-    x = np.random.default_rng(2).normal(0, 1, (2, 3, 288, 288)).astype(np.float32)
-    small = _bilinear_half_pixel(x, ensemble._resize_scale(288, 224)).astype(np.float32)
-    assert small.shape == (2, 3, 224, 224)
-    want = (sum(_logits(m.model_path, small) / m.calibration.temperature for m in members)
+    x = _x(2, size)
+    assert _fed(x, 224).shape == (2, 3, 224, 224)
+    want = (sum(_logits(m.model_path, _fed(x, m.input.size)) / m.calibration.temperature for m in members)
             + _logits(big.model_path, x) / 2.0) / 3
     np.testing.assert_allclose(_logits(ens.model_path, x), want, rtol=1e-4, atol=1e-4)
     back = [load_manifest(f) for f in ensemble.unpack(out, tmp_path / "back")]
-    assert [m.input.size for m in back] == [224, 224, 288]
+    assert [m.input.size for m in back] == sizes
     onnx.save(ensemble.merge(back), str(tmp_path / "again.onnx"))
     assert hashlib.sha256((tmp_path / "again.onnx").read_bytes()).hexdigest() == sha
 
