@@ -32,8 +32,19 @@ def _x(seed: int, size: int, n: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).normal(0, 1, (n, 3, size, size)).astype(np.float32)
 
 
+def _bilinear_half_pixel(x: np.ndarray, k: float) -> np.ndarray:
+    """ONNX Resize (linear, half_pixel, no antialias) on the last two axes, written out in numpy."""
+    n = int(np.floor(x.shape[-1] * np.float32(k)))
+    src = np.clip((np.arange(n) + 0.5) / k - 0.5, 0, x.shape[-1] - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, x.shape[-1] - 1)
+    w = (src - lo).astype(np.float32)
+    rows = x[..., lo, :] * (1 - w)[:, None] + x[..., hi, :] * w[:, None]
+    return rows[..., lo] * (1 - w) + rows[..., hi] * w
+
+
 def _fed(x: np.ndarray, size: int) -> np.ndarray:
-    """What an ensemble's graph feeds a member of this input size (see _bilinear_half_pixel)."""
+    """What an ensemble's graph feeds a member of this input size."""
     if x.shape[-1] == size:
         return x
     return _bilinear_half_pixel(x, ensemble._resize_scale(x.shape[-1], size)).astype(np.float32)
@@ -99,20 +110,9 @@ def test_members_that_read_different_crops_are_refused(tmp_path):
         ensemble.check_compatible([load_manifest(SHIPPED), gray])
 
 
-def _bilinear_half_pixel(x: np.ndarray, k: float) -> np.ndarray:
-    """ONNX Resize (linear, half_pixel, no antialias) on the last two axes, written out in numpy."""
-    n = int(np.floor(x.shape[-1] * np.float32(k)))
-    src = np.clip((np.arange(n) + 0.5) / k - 0.5, 0, x.shape[-1] - 1)
-    lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, x.shape[-1] - 1)
-    w = (src - lo).astype(np.float32)
-    rows = x[..., lo, :] * (1 - w)[:, None] + x[..., hi, :] * w[:, None]
-    return rows[..., lo] * (1 - w) + rows[..., hi] * w
-
-
 def test_members_of_different_input_sizes_join_with_the_smaller_one_resized_in_the_graph(tmp_path):
     """A network trained at a larger input joins smaller members (a 288 px fine-tune joining 224 px
-    networks, as in verity-sbi 3.1.0): the ensemble reads the largest crop and feeds each smaller
+    networks, as tried after verity-sbi 3.0.0): the ensemble reads the largest crop and feeds each smaller
     member that crop resized; unpacked, every member is back at its own size and the members join
     again byte for byte."""
     import hashlib

@@ -82,7 +82,7 @@ def merge(members: list[Manifest]):
     protos = [onnx.load(str(m.model_path)) for m in members]
     opsets = [next(o.version for o in p.opset_import if o.domain in ("", "ai.onnx")) for p in protos]
     opset = max(opsets)
-    size = ensemble_size(members)
+    size, source = ensemble_size(members), members[0].input.name  # the one graph input
     nodes, inits, infos, terms = [], [], [], []
     for i, (m, model, have) in enumerate(zip(members, protos, opsets)):
         if have != opset:
@@ -93,11 +93,11 @@ def merge(members: list[Manifest]):
         outs = [o.name for o in g.output]
         out = f"m{i}_{m.output.name}" if f"m{i}_{m.output.name}" in outs else outs[0]
         if m.input.size == size:
-            nodes.append(helper.make_node("Identity", [m.input.name], [inp], name=f"m{i}_feed"))
+            nodes.append(helper.make_node("Identity", [source], [inp], name=f"m{i}_feed"))
         else:
             k = _resize_scale(size, m.input.size)
             inits.append(helper.make_tensor(f"m{i}_feed_scales", TensorProto.FLOAT, [4], [1.0, 1.0, k, k]))
-            nodes.append(helper.make_node("Resize", [members[0].input.name, "", f"m{i}_feed_scales"], [inp],
+            nodes.append(helper.make_node("Resize", [source, "", f"m{i}_feed_scales"], [inp],
                                           name=f"m{i}_feed", mode="linear",
                                           coordinate_transformation_mode="half_pixel"))
         nodes.extend(g.node)
@@ -110,7 +110,7 @@ def merge(members: list[Manifest]):
     nodes.append(helper.make_node("Sum", terms, ["logit"], name="ensemble_mean"))
     graph = helper.make_graph(
         nodes, "verity_ensemble",
-        [helper.make_tensor_value_info(members[0].input.name, TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info(source, TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["N", 1])],
         initializer=inits, value_info=infos)
     merged = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
