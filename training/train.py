@@ -542,7 +542,8 @@ def main(argv=None) -> int:
     cfg["command"] = "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.resume and (run / "config.json").exists():
         old = json.loads((run / "config.json").read_text())
-        for k in ("backbone", "size", "margin", "align", "seed"):
+        old.setdefault("cache_size", D.CACHE_SIZE)  # runs from before --cache-size used the default
+        for k in ("backbone", "size", "margin", "align", "seed", "cache_size"):
             if old.get(k) != cfg.get(k):
                 raise SystemExit(f"--resume: {k} differs from the run's config ({old.get(k)} != {cfg.get(k)})")
         cfg["command"] = old.get("command", cfg["command"])
