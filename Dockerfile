@@ -16,6 +16,9 @@ RUN python -m venv /opt/verity && /opt/verity/bin/pip install --upgrade pip
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app app
+COPY cli cli
+COPY core core
+COPY detector detector
 COPY workers workers
 
 FROM build-base AS build-cpu

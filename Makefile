@@ -31,4 +31,4 @@ load: $(STAMP)
 	$(VENV)/bin/python bench/load.py $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check app workers tests bench training
+	$(VENV)/bin/ruff check app cli core detector workers tests bench training scripts

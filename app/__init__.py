@@ -7,14 +7,17 @@ from typing import Any
 
 def create_app(config: dict[str, Any] | None = None):
     """Build the app. `config` may hold `VERITY` (a ready Settings) and any Flask config keys;
-    otherwise settings come from the environment (app/settings.py)."""
+    otherwise settings come from the environment (core/settings.py)."""
     from flask import Flask
     from flask_wtf.csrf import CSRFProtect
 
-    from app import api, db, defaults, errors, health, metrics, page
-    from app.queue import redis_connection
-    from app.settings import load_settings
-    from app.storage import make_storage, sweep_tmp
+    from app import api, db, errors, health, metrics, page
+    from core import defaults
+    from core.lifecycle import Lifecycle
+    from core.queue import redis_connection
+    from core.settings import load_settings
+    from core.storage import make_storage, sweep_tmp
+    from core.webhooks.outbox import Outbox
 
     config = dict(config or {})
     settings = config.pop("VERITY", None) or load_settings()
@@ -30,13 +33,16 @@ def create_app(config: dict[str, Any] | None = None):
         JSON_SORT_KEYS=False,
     )
     app.config.update(config)
-    app.extensions["verity.storage"] = make_storage(settings)
+    storage = app.extensions["verity.storage"] = make_storage(settings)
     sweep_tmp(settings.tmp_dir, defaults.SPOOL_MAX_AGE_SECONDS)  # spools of a killed web process
-    app.extensions["verity.redis"] = redis_connection(settings)
+    redis = app.extensions["verity.redis"] = redis_connection(settings)
 
     CSRFProtect(app)
     errors.init_app(app)
     db.init_app(app)
+    # Every status change goes through this process's lifecycle; webhooks subscribe here.
+    lifecycle = app.extensions["verity.lifecycle"] = Lifecycle(settings, storage, redis)
+    lifecycle.subscribe(Outbox(settings, app.extensions["verity.db"].engine, redis).on_status_change)
     app.register_blueprint(page.bp)
     api.init_app(app)
     health.init_app(app)

@@ -28,7 +28,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    from app.queue import live_workers
+    from core.queue import live_workers
 
     settings = current_app.config["VERITY"]
     checks: dict[str, dict] = {}

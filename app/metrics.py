@@ -1,34 +1,15 @@
-"""Prometheus metrics. Counters and histograms are recorded where things happen (web and worker
-processes; gunicorn multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set by the launcher);
-state (uploads by status, queue depth, providers in use) is read from the DB and Redis at scrape
-time, so every web process reports the same truth."""
+"""/metrics: the counters of core/metrics.py (pooled across processes in gunicorn's multiprocess
+mode when PROMETHEUS_MULTIPROC_DIR is set by the launcher) plus state (uploads by status, queue
+depth, providers in use) read from the DB and Redis at scrape time, so every web process reports
+the same truth."""
 
 from __future__ import annotations
 
 import os
 
 from flask import Blueprint, Response, current_app
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-
-UPLOADS = Counter("verity_uploads_accepted_total", "Uploads accepted at the door", ["source", "kind"])
-REJECTED = Counter("verity_uploads_rejected_total", "Uploads refused at the door", ["reason"])
-ENQUEUE_FAILURES = Counter("verity_enqueue_failures_total", "Committed uploads whose enqueue failed")
-JOB_SECONDS = Histogram("verity_job_duration_seconds", "Analysis job wall time", ["outcome"],
-                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
-STAGE_SECONDS = Histogram("verity_stage_duration_seconds", "Detector stage time", ["stage"],
-                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-VERDICTS = Counter("verity_verdicts_total", "Analyses stored, by label and routed status", ["label", "status"])
-REUSED = Counter("verity_analyses_reused_total", "Analyses copied from identical bytes")
-JOB_FAILURES = Counter("verity_job_failures_total", "Analysis job attempts that raised", ["final"])
-RECONCILED = Counter("verity_reconciled_total", "Uploads re-enqueued by the reconciler")
 
 
 class StateCollector:
@@ -40,8 +21,8 @@ class StateCollector:
     def collect(self):
         from sqlalchemy import func, select
 
-        from app.models import Upload
-        from app.queue import analysis_queue, live_workers
+        from core.models import Upload
+        from core.queue import analysis_queue, live_workers
 
         settings = self.app.config["VERITY"]
         by_status = GaugeMetricFamily("verity_uploads", "Uploads by status", labels=["status"])

@@ -6,7 +6,8 @@ import os
 
 from gunicorn.app.base import BaseApplication
 
-from app import defaults
+from core import defaults
+from core.settings import Settings
 
 
 def _child_exit(server, worker):
@@ -17,8 +18,9 @@ def _child_exit(server, worker):
 
 
 class WebServer(BaseApplication):
-    def __init__(self, host: str, port: int, workers: int = defaults.WEB_WORKERS,
+    def __init__(self, settings: Settings, host: str, port: int, workers: int = defaults.WEB_WORKERS,
                  threads: int = defaults.WEB_THREADS):
+        self.settings = settings
         self.options = {
             "bind": f"{host}:{port}",
             "workers": workers,
@@ -26,9 +28,9 @@ class WebServer(BaseApplication):
             "worker_class": "gthread",
             "timeout": 120,
             "graceful_timeout": defaults.SHUTDOWN_GRACE_SECONDS,
-            "accesslog": os.environ.get("VERITY_ACCESS_LOG") or None,
+            "accesslog": settings.access_log,
             "errorlog": "-",
-            "loglevel": os.environ.get("VERITY_LOG_LEVEL", "info").lower(),
+            "loglevel": settings.log_level.lower(),
             "child_exit": _child_exit,
             "proc_name": "verity-web",
             # One shared $HOME/.gunicorn/gunicorn.ctl would collide between instances on a host.
@@ -44,4 +46,4 @@ class WebServer(BaseApplication):
     def load(self):
         from app import create_app
 
-        return create_app()
+        return create_app({"VERITY": self.settings})

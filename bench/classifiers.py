@@ -39,8 +39,8 @@ def main() -> None:
     from rich.table import Table
 
     from bench.detector import machine
-    from workers.detector.classifier import Classifier
-    from workers.detector.manifest import load_manifest
+    from detector.classifier import Classifier
+    from detector.manifest import load_manifest
 
     out = Console(width=150)
     cores, cpu = machine()

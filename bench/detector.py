@@ -112,9 +112,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from workers.detector import media
-    from workers.detector.crops import crop_face
-    from workers.detector.pipeline import Detector
+    from detector import media
+    from detector.crops import crop_face
+    from detector.pipeline import Detector
 
     out = Console(width=150)
     cores, cpu = machine()

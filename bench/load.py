@@ -80,7 +80,7 @@ def tiny_model(directory: Path) -> str:
 
 def pick_model(tmp: Path) -> tuple[str, str]:
     sys.path.insert(0, str(REPO))
-    from workers.detector.manifest import ManifestError, load_manifest, resolve_model_dir
+    from detector.manifest import ManifestError, load_manifest, resolve_model_dir
 
     try:
         path = resolve_model_dir(None)
@@ -117,7 +117,7 @@ class Service:
     def __init__(self, data: Path, port: int, workers: int, env: dict[str, str]):
         self.data, self.port = data, port
         self.log = open(data.parent / "verity-up.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--data-dir", str(data),
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--data-dir", str(data),
                                       "--port", str(port), "--workers", str(workers)],
                                      cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -227,7 +227,7 @@ def main() -> int:
     args = ap.parse_args()
     started = time.monotonic()
     hard_deadline = started + args.deadline
-    from app.embedded_redis import free_port
+    from cli.embedded_redis import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="verity-load-"))
     data = tmp / "data"
@@ -247,7 +247,7 @@ def main() -> int:
     sampler = None
     try:
         svc.wait_ready(90)
-        key = subprocess.run([sys.executable, "-m", "app.cli", "key", "create", "bench", "--data-dir", str(data),
+        key = subprocess.run([sys.executable, "-m", "cli", "key", "create", "bench", "--data-dir", str(data),
                               "--rate-limit", "100000/minute"], cwd=REPO, env=env, capture_output=True,
                              text=True, check=True).stdout.strip().splitlines()[-1]
         sampler = Sampler(data, "verity-analyze")

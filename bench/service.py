@@ -42,7 +42,7 @@ from rq import Queue
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from app import defaults
+from core import defaults
 
 FACES = REPO.parent / "shared" / "data" / "faces-london" / "neutral_front"
 
@@ -129,8 +129,8 @@ class Client:
 
 class Service:
     def __init__(self, data_dir: Path):
-        from app import embedded_redis
-        from app.db import upgrade
+        from cli import embedded_redis
+        from core.db import upgrade
 
         self.data_dir = data_dir
         self.redis_proc, self.redis_url = embedded_redis.start(data_dir, aof=True)
@@ -146,10 +146,10 @@ class Service:
     def _api_key(self) -> None:
         """A platform API key without a rate limit that matters here (the API needs a Bearer key)."""
         try:
-            from app.clients import create_client
+            from core.clients import create_client
         except ImportError:  # before the platform-API issue: the API is open
             return
-        from app.db import Database
+        from core.db import Database
 
         db = Database(self.db_url)
         with db.session() as s:
@@ -158,10 +158,10 @@ class Service:
         Client.headers = {"Authorization": f"Bearer {key}"}
 
     def start_web(self) -> None:
-        from app.embedded_redis import free_port
+        from cli.embedded_redis import free_port
 
         self.port = free_port()
-        self.web = subprocess.Popen([sys.executable, "-m", "app.cli", "web", "--port", str(self.port),
+        self.web = subprocess.Popen([sys.executable, "-m", "cli", "web", "--port", str(self.port),
                                      "--processes", str(self.web_processes)],
                                     env=self.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -174,7 +174,7 @@ class Service:
         raise RuntimeError("web did not start")
 
     def start_worker(self) -> None:
-        self.worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=self.env, cwd=REPO,
+        self.worker = subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=self.env, cwd=REPO,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         c = Client(self.port)
         deadline = time.monotonic() + 120
@@ -204,7 +204,7 @@ class Service:
         return done
 
     def stop(self) -> None:
-        from app import embedded_redis
+        from cli import embedded_redis
 
         for p in (self.worker, self.web):
             if p is not None and p.poll() is None:
@@ -288,7 +288,8 @@ def main() -> None:
     if not FACES.is_dir():
         sys.exit(f"face photos not found at {FACES}")
     faces = sorted(FACES.glob("*.jpg"))
-    from workers.detector.pipeline import Detector
+    from core.settings import load_settings
+    from detector.pipeline import Detector
 
     work = Path(tempfile.mkdtemp(prefix="verity-bench-"))
     files_dir = work / "files"
@@ -306,7 +307,9 @@ def main() -> None:
         lat_files.append(p)
 
     print("building the in-process detector (baseline) ...", file=sys.stderr)
-    det = Detector()
+    cfg = load_settings(make_secret=False)  # the same model and device the worker will load
+    det = Detector(model=cfg.model, models_dir=cfg.models_dir, device=cfg.device, frames=cfg.frames,
+                   spin=cfg.ort_spin)
     det.warmup()
     det.analyze_path(e2e_files[0])
     provider, model = det.provider, f"{det.model_name} {det.model_version}"

@@ -19,7 +19,7 @@ MODEL_DIR = REPO / "models" / "verity-sbi"
 
 
 def free_port() -> int:
-    from app.embedded_redis import free_port as fp
+    from cli.embedded_redis import free_port as fp
 
     return fp()
 
@@ -30,7 +30,7 @@ def redis_url(tmp_path_factory):
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    from app.embedded_redis import redis_server_binary
+    from cli.embedded_redis import redis_server_binary
 
     port = free_port()
     d = tmp_path_factory.mktemp("redis")
@@ -70,7 +70,7 @@ def pg_database_url():
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from app.db import upgrade
+    from core.db import upgrade
 
     name = f"verity_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
@@ -87,12 +87,12 @@ def pg_database_url():
 @pytest.fixture
 def database_url(tmp_path, pg_database_url):
     """A migrated, empty database for this test."""
-    from app.db import upgrade
+    from core.db import upgrade
 
     if pg_database_url:
         from sqlalchemy import create_engine, text
 
-        from app.models import Base
+        from core.models import Base
 
         eng = create_engine(pg_database_url)
         with eng.begin() as c:
@@ -108,7 +108,7 @@ def database_url(tmp_path, pg_database_url):
 @pytest.fixture
 def settings(tmp_path, database_url, redis_url, redis_conn):
     """Settings isolated from the caller's environment; retries immediate so failures are fast."""
-    from app.settings import load_settings
+    from core.settings import load_settings
 
     return load_settings(env={}, data_dir=tmp_path / "data", database_url=database_url,
                          redis_url=redis_url, secret_key="test-secret", job_retry_intervals=(0, 0))
@@ -125,7 +125,7 @@ def app(settings):
 
 def authorize(app, client, name: str = "test-platform", **settings):
     """Give a test client a platform API key (/api/v1 needs `Authorization: Bearer`); returns the key."""
-    from app.clients import create_client
+    from core.clients import create_client
 
     settings.setdefault("show_score", True)
     with app.extensions["verity.db"].session() as s:
@@ -150,16 +150,19 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def shared_detector():
-    """The shipped model on the CPU, built and warmed once for the whole session."""
-    from workers.detector.manifest import ManifestError, resolve_model_dir
-    from workers.detector.pipeline import Detector
+    """The shipped model (or VERITY_MODEL's, when set) on the CPU, built and warmed once for the
+    whole session."""
+    from core.settings import load_settings
+    from detector.manifest import ManifestError, resolve_model_dir
+    from detector.pipeline import Detector
 
+    s = load_settings(make_secret=False)
     try:
-        resolve_model_dir(None)  # the shipped models/verity-sbi, or VERITY_MODEL when set
+        resolve_model_dir(s.model, s.models_dir)
     except ManifestError as e:
         pytest.skip(f"no model to test with: {e}")
 
-    det = Detector(device="cpu")
+    det = Detector(model=s.model, models_dir=s.models_dir, device="cpu")
     det.warmup()
     return det
 

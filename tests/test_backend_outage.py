@@ -26,7 +26,7 @@ def test_redis_down_still_accepts_into_the_record(settings, authorize):
     """The database is the record, Redis only a queue: with Redis unreachable the upload is
     accepted and kept `queued`; the reconciler enqueues it once Redis is back."""
     from app import create_app
-    from app.models import Upload
+    from core.models import Upload
 
     down = settings.with_(redis_url="redis://127.0.0.1:1/0")
     app = create_app({"VERITY": down, "TESTING": True})

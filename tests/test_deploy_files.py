@@ -40,7 +40,7 @@ def test_deploy_files_name_commands():
 
 @pytest.mark.parametrize("where,cmd", COMMANDS, ids=[n for n, _ in COMMANDS])
 def test_command_exists_with_its_options(where, cmd):
-    proc = subprocess.run([sys.executable, "-m", "app.cli", *cmd[1:], "--help"], check=False, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cli", *cmd[1:], "--help"], check=False, capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode == 0, f"{where}: {' '.join(cmd)}\n{proc.stderr[-1500:]}"
     assert "Usage:" in proc.stdout

@@ -12,13 +12,13 @@ from mediagen import face_image, jpeg_bytes, no_face_image, png_bomb, png_bytes,
 from onnxgen import tiny_model
 from PIL import Image
 
-from workers.detector import Label, media
-from workers.detector.aggregate import item_score, label_for
-from workers.detector.crops import crop_face, crop_transform
-from workers.detector.manifest import ManifestError, load_manifest
-from workers.detector.pipeline import Detector
-from workers.detector.result import DetectionResult, FaceEvidence, FrameEvidence
-from workers.detector.runtime import ProviderError, cuda_available, make_session, providers_for
+from detector import Label, media
+from detector.aggregate import item_score, label_for
+from detector.crops import crop_face, crop_transform
+from detector.manifest import ManifestError, load_manifest
+from detector.pipeline import Detector
+from detector.result import DetectionResult, FaceEvidence, FrameEvidence
+from detector.runtime import ProviderError, cuda_available, make_session, providers_for
 
 
 @pytest.fixture(scope="module")
@@ -297,22 +297,24 @@ def test_face_boxes_from_a_subsampled_frame_agree_with_a_filtered_downscale(dete
         assert np.abs(fast[0].landmarks - lm_ref).max() < 0.04 * fast[0].width, size
 
 
-def test_onnxruntime_threads_sleep_unless_spinning_is_asked_for(monkeypatch, tmp_path):
-    """VERITY_ORT_SPIN (default off) reaches the session's options; a bad value is an error."""
+def test_onnxruntime_threads_sleep_unless_spinning_is_asked_for(tmp_path):
+    """VERITY_ORT_SPIN (default off), parsed once into Settings, reaches the session's options as
+    the worker passes it down; a bad value is an error naming the variable."""
+    from core.settings import SettingsError, load_settings
+
     model = Path(tiny_model(tmp_path)) / "model.onnx"
-    monkeypatch.delenv("VERITY_ORT_SPIN", raising=False)
-    session, _ = make_session(model, "cpu")
+    off = load_settings(env={}, data_dir=tmp_path, make_secret=False)
+    session, _ = make_session(model, "cpu", spin=off.ort_spin)
     assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    monkeypatch.setenv("VERITY_ORT_SPIN", "1")
-    session, _ = make_session(model, "cpu")
+    on = load_settings(env={"VERITY_ORT_SPIN": "1"}, data_dir=tmp_path, make_secret=False)
+    session, _ = make_session(model, "cpu", spin=on.ort_spin)
     try:
         entry = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
     except Exception:  # noqa: BLE001 - onnxruntime raises when the entry was never set
         entry = None
     assert entry in (None, "", "1")
-    monkeypatch.setenv("VERITY_ORT_SPIN", "fast")
-    with pytest.raises(Exception, match="VERITY_ORT_SPIN"):
-        make_session(model, "cpu")
+    with pytest.raises(SettingsError, match="VERITY_ORT_SPIN"):
+        load_settings(env={"VERITY_ORT_SPIN": "fast"}, data_dir=tmp_path, make_secret=False)
 
 
 def test_hflip_tta_averages_the_logits_of_a_crop_and_its_mirror(tmp_path):
@@ -359,7 +361,7 @@ def test_classifier_input_is_the_manifest_normalisation_in_its_layout(tmp_path, 
     order and layout, crops first and their mirror images after."""
     import shutil
 
-    from workers.detector.classifier import Classifier
+    from detector.classifier import Classifier
 
     shipped = load_manifest("verity-sbi")
     model = tmp_path / "m"

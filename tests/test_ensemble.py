@@ -12,9 +12,9 @@ import pytest
 from mediagen import sbi_validation_csv
 from onnxgen import tiny_model
 
+from detector.manifest import load_manifest
+from detector.pipeline import Detector
 from training import ensemble, eval_sets
-from workers.detector.manifest import load_manifest
-from workers.detector.pipeline import Detector
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "verity-sbi"

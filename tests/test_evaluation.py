@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from mediagen import face_image, no_face_image, write_video
 from PIL import Image
 
-from workers.detector import evaluation as ev
+from cli.eval import eval_command
+from detector import evaluation as ev
 
 # --- metrics ---------------------------------------------------------------------------------
 
@@ -134,7 +135,7 @@ def redness_model(directory, size: int = 64):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from workers.detector.manifest import sha256_file
+    from detector.manifest import sha256_file
 
     w = numpy_helper.from_array(np.array([[8.0], [0.0], [-8.0]], dtype=np.float32), "w")
     graph = helper.make_graph(
@@ -176,7 +177,7 @@ def eval_set(tmp_path_factory):
 
 def test_eval_command_table_over_folders(eval_set):
     root, model = eval_set
-    r = CliRunner().invoke(ev.eval_command, ["--real", str(root / "real"), "--fake", str(root / "fake"),
+    r = CliRunner().invoke(eval_command, ["--real", str(root / "real"), "--fake", str(root / "fake"),
                                              "--model", str(model), "--device", "cpu", "--frames", "4",
                                              "--conditions", "original,half", "--per-file"])
     assert r.exit_code == 0, r.output
@@ -186,7 +187,7 @@ def test_eval_command_table_over_folders(eval_set):
 
 def test_eval_command_json_separates_the_classes_and_counts_no_face_apart(eval_set):
     root, model = eval_set
-    r = CliRunner().invoke(ev.eval_command, ["--real", str(root / "real"), "--fake", str(root / "fake"),
+    r = CliRunner().invoke(eval_command, ["--real", str(root / "real"), "--fake", str(root / "fake"),
                                              "--model", str(model), "--device", "cpu", "--frames", "4",
                                              "--conditions", "original,jpeg50,half", "--json", "--per-file"])
     assert r.exit_code == 0, r.output
@@ -212,10 +213,10 @@ def test_eval_command_reads_a_csv_and_rejects_unknown_conditions(eval_set, tmp_p
     root, model = eval_set
     csv_path = tmp_path / "set.csv"
     csv_path.write_text(f"{root / 'real' / 'face0.jpg'},real\n{root / 'fake' / 'nested' / 'face0.png'},fake,half\n")
-    r = CliRunner().invoke(ev.eval_command, ["--csv", str(csv_path), "--model", str(model), "--device", "cpu",
+    r = CliRunner().invoke(eval_command, ["--csv", str(csv_path), "--model", str(model), "--device", "cpu",
                                              "--json", "--per-file"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert {(f["label"], f["condition"]) for f in rep["files"]} == {(0, "original"), (1, "half")}
-    bad = CliRunner().invoke(ev.eval_command, ["--csv", str(csv_path), "--conditions", "original,sepia"])
+    bad = CliRunner().invoke(eval_command, ["--csv", str(csv_path), "--conditions", "original,sepia"])
     assert bad.exit_code == 2 and "sepia" in bad.output

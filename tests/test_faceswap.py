@@ -105,8 +105,8 @@ def test_blend_mask_is_solid_inside_and_feathered_at_the_edge():
 def test_swap_between_two_real_people_keeps_a_detectable_face():
     from mediagen import face_photo_paths
 
-    from workers.detector.faces import FaceDetector, retinaface_onnx_bytes
-    from workers.detector.runtime import make_session
+    from detector.faces import FaceDetector, retinaface_onnx_bytes
+    from detector.runtime import make_session
 
     paths = face_photo_paths(2)
     session, _ = make_session(retinaface_onnx_bytes(), "cpu")

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from mediagen import face_image, jpeg_bytes
 from waits import wait_for
 
-from app.embedded_redis import free_port
+from cli.embedded_redis import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 AUTH: dict[str, str] = {}
@@ -51,7 +51,7 @@ def _start_env() -> dict[str, str]:
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen:
     env = _start_env()
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--data-dir", str(data_dir),
+    return subprocess.Popen([sys.executable, "-m", "cli", "up", "--data-dir", str(data_dir),
                              "--port", str(port), "--workers", "1"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -77,7 +77,7 @@ def test_verity_up_serves_the_page_analyses_and_survives_a_restart(tmp_path, sha
               90, "/readyz to turn 200")
         status, page = _get(base + "/")
         assert status == 200 and b'id="dropzone"' in page
-        key = subprocess.run([sys.executable, "-m", "app.cli", "key", "create", "launcher", "--show-score",
+        key = subprocess.run([sys.executable, "-m", "cli", "key", "create", "launcher", "--show-score",
                               "--data-dir", str(data_dir)], cwd=REPO, capture_output=True, text=True,
                              env=_start_env(), check=True).stdout.strip().splitlines()[-1]
         AUTH["Authorization"] = f"Bearer {key}"
@@ -111,7 +111,7 @@ def test_verity_up_serves_the_page_analyses_and_survives_a_restart(tmp_path, sha
 
 
 def test_doctor_says_what_is_wrong(tmp_path):
-    from app.cli import main
+    from cli import main
 
     r = CliRunner().invoke(main, ["doctor", "--data-dir", str(tmp_path)],
                            env={"REDIS_URL": "", "DATABASE_URL": "", "VERITY_MODEL": str(tmp_path / "nope")})
@@ -123,7 +123,7 @@ def test_doctor_says_what_is_wrong(tmp_path):
 
 
 def test_doctor_passes_on_a_working_setup(settings, shared_detector):
-    from app.cli import main
+    from cli import main
 
     env = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
     r = CliRunner().invoke(main, ["doctor", "--data-dir", str(settings.data_dir)], env=env)
@@ -146,7 +146,7 @@ def test_verity_worker_n2_processes_the_queue_in_separate_processes(app, client,
         ids.append(r.get_json()["id"])
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
            "VERITY_DATA_DIR": str(settings.data_dir), "VERITY_LOG_LEVEL": "WARNING"}
-    out = subprocess.run([sys.executable, "-m", "app.cli", "worker", "-n", "2", "--burst"], cwd=REPO, env=env,
+    out = subprocess.run([sys.executable, "-m", "cli", "worker", "-n", "2", "--burst"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=180, check=False)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     for uid in ids:
@@ -155,7 +155,7 @@ def test_verity_worker_n2_processes_the_queue_in_separate_processes(app, client,
 
 
 def test_worker_with_a_missing_model_says_so(settings, tmp_path):
-    from app.cli import main
+    from cli import main
 
     env = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
            "VERITY_MODEL": str(tmp_path / "no-such-model")}

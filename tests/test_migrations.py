@@ -7,8 +7,8 @@ from alembic.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 
-from app.db import current_revision, head_revision, upgrade
-from app.models import Base
+from core.db import current_revision, head_revision, upgrade
+from core.models import Base
 
 
 def _diff(url: str):
@@ -39,13 +39,13 @@ def test_upgrade_is_idempotent_and_downgrade_works(tmp_path):
 def upgrade_down(url: str) -> None:
     from alembic import command
 
-    from app.db import alembic_config
+    from core.db import alembic_config
 
     command.downgrade(alembic_config(url), "base")
 
 
 def test_verity_db_upgrade_command(tmp_path):
-    from app.cli import main
+    from cli import main
 
     r = CliRunner().invoke(main, ["db", "upgrade", "--data-dir", str(tmp_path)], env={"DATABASE_URL": ""})
     assert r.exit_code == 0, r.output

@@ -7,7 +7,7 @@ import io
 from mediagen import face_image, jpeg_bytes, no_face_image
 from sqlalchemy import func, select
 
-from app.models import Analysis, AuditEvent, ReviewItem, Upload
+from core.models import Analysis, AuditEvent, ReviewItem, Upload
 
 
 def post(client, data: bytes, name: str = "photo.jpg"):
@@ -41,7 +41,7 @@ def test_face_photo_gets_an_analysis_and_the_status_its_score_calls_for(app, cli
         up = s.get(Upload, uid)
         assert len(up.analyses) == 1 and up.analyses[0].evidence["frames"][0]["faces"]
         actions = s.scalars(select(AuditEvent.action).where(AuditEvent.upload_id == uid).order_by(AuditEvent.id)).all()
-        assert actions == ["upload.accepted", "analysis.routed"]
+        assert actions == ["upload.accepted", "analysis.started", "analysis.routed"]  # every status change
         item = s.scalar(select(ReviewItem).where(ReviewItem.upload_id == uid))
         assert (item is not None) == (body["status"] != "cleared")
 
@@ -114,10 +114,10 @@ def test_reconciler_re_enqueues_a_job_redis_lost(app, client, run_jobs, settings
     redis_conn.flushdb()  # Redis lost everything after the commit
     run_jobs()
     assert client.get(f"/api/v1/uploads/{uid}").get_json()["status"] == "queued"
-    db = app.extensions["verity.db"]
-    assert reconcile(settings, db, redis_conn) == []  # not overdue yet
-    assert reconcile(settings, db, redis_conn, stuck_after=0) == [uid]
-    assert reconcile(settings, db, redis_conn, stuck_after=0) == []  # its job is live now
+    db, lifecycle = app.extensions["verity.db"], app.extensions["verity.lifecycle"]
+    assert reconcile(settings, db, lifecycle, redis_conn) == []  # not overdue yet
+    assert reconcile(settings, db, lifecycle, redis_conn, stuck_after=0) == [uid]
+    assert reconcile(settings, db, lifecycle, redis_conn, stuck_after=0) == []  # its job is live now
     run_jobs()
     assert client.get(f"/api/v1/uploads/{uid}").get_json()["status"] == "cleared"
 

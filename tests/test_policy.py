@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.policy import Thresholds, route
+from core.policy import Thresholds, route
 
 T = Thresholds(review=0.5, block=0.9)
 

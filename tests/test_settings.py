@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import SettingsError, load_settings
+from core.settings import SettingsError, load_settings
 
 
 def test_defaults_put_everything_in_the_data_dir(tmp_path):

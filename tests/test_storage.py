@@ -11,9 +11,9 @@ import urllib.request
 
 import pytest
 
-from app.settings import S3Settings
-from app.storage import BlobNotFound
-from app.storage.files import FileStorage
+from core.settings import S3Settings
+from core.storage import BlobNotFound
+from core.storage.files import FileStorage
 
 
 def _blob(tmp_path, data: bytes):
@@ -48,7 +48,7 @@ def test_file_storage_refuses_non_digest_keys(tmp_path):
 
 @pytest.fixture(scope="module")
 def moto_endpoint():
-    from app.embedded_redis import free_port
+    from cli.embedded_redis import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -72,7 +72,7 @@ def moto_endpoint():
 def test_s3_storage_against_moto_server(tmp_path, moto_endpoint, monkeypatch):
     import boto3
 
-    from app.storage.s3 import S3Storage
+    from core.storage.s3 import S3Storage
 
     for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
         monkeypatch.setenv(k, v)
@@ -94,7 +94,7 @@ def test_s3_storage_against_moto_server(tmp_path, moto_endpoint, monkeypatch):
 def test_local_path_reads_in_place_or_downloads(tmp_path, moto_endpoint, monkeypatch):
     import boto3
 
-    from app.storage.s3 import S3Storage
+    from core.storage.s3 import S3Storage
 
     st = FileStorage(tmp_path / "blobs")
     sha, p = _blob(tmp_path, b"in place")
@@ -117,7 +117,8 @@ def test_local_path_reads_in_place_or_downloads(tmp_path, moto_endpoint, monkeyp
 def test_left_over_spool_files_are_swept_when_the_web_app_starts(settings):
     """A SIGKILLed web process leaves its upload spools in <data>/tmp (tests/chaos found them);
     the next start removes Verity's old temp files and nothing else."""
-    from app import create_app, defaults
+    from app import create_app
+    from core import defaults
 
     tmp = settings.tmp_dir
     tmp.mkdir(parents=True, exist_ok=True)

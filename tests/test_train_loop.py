@@ -18,8 +18,8 @@ pytestmark = pytest.mark.train
 torch = pytest.importorskip("torch", reason="the [train] extra is not installed (torch): training tests skipped")
 pytest.importorskip("timm", reason="the [train] extra is not installed (timm): training tests skipped")
 
+from detector.pipeline import Detector
 from training import train as T  # after the skip: it imports torch
-from workers.detector.pipeline import Detector
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from mediagen import sbi_validation_csv
 
+from detector.pipeline import Detector
 from training import tune_runtime
-from workers.detector.pipeline import Detector
 
 REPO = Path(__file__).resolve().parents[1]
 

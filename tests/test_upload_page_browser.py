@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mediagen import REPO, face_image, jpeg_bytes
 
-from app.embedded_redis import free_port
+from cli.embedded_redis import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -34,7 +34,7 @@ def live_server(tmp_path_factory, shared_detector):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "VERITY_DATA_DIR")}
     env["VERITY_DEVICE"] = "cpu"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--data-dir", str(data_dir), "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--data-dir", str(data_dir), "--port",
                              str(port), "--workers", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"

@@ -9,7 +9,7 @@ from mediagen import jpeg_bytes, no_face_image, png_bomb, png_bytes
 from rq.job import Job
 from sqlalchemy import func, select
 
-from app.models import AuditEvent, Upload
+from core.models import AuditEvent, Upload
 
 
 def post(client, data: bytes, name: str = "photo.jpg", url: str = "/api/v1/uploads", **kw):

@@ -24,7 +24,7 @@ def test_a_killed_workers_job_is_retried_once_its_lease_lapses(settings, redis_c
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
            "VERITY_DATA_DIR": str(settings.data_dir), "VERITY_DEVICE": "cpu", "VERITY_JOB_TIMEOUT": "600"}
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "-n", "1"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "-n", "1"], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: Job.fetch(job.id, connection=redis_conn, serializer="json").get_status() == JobStatus.STARTED,

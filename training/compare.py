@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.detector.evaluation import roc_auc
+from detector.evaluation import roc_auc
 
 
 def load_scores(path: str | Path) -> dict[tuple[str, str], tuple[int, str, float]]:

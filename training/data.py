@@ -145,7 +145,7 @@ def cache_crop(image: np.ndarray, box, landmarks,
                size: int = CACHE_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The large unrotated cached crop (size x size), with box and landmarks mapped into its
     pixels, and its native scale (source pixels per cached pixel, at most 1)."""
-    from workers.detector.crops import crop_face, crop_transform
+    from detector.crops import crop_face, crop_transform
 
     crop = crop_face(image, box, landmarks, size, margin=CACHE_MARGIN, align=False)
     cx, cy, side, _ = crop_transform(box, landmarks, CACHE_MARGIN, False)
@@ -163,8 +163,8 @@ def cache_crop(image: np.ndarray, box, landmarks,
 
 class _Detector:
     def __init__(self) -> None:
-        from workers.detector.faces import FaceDetector, retinaface_onnx_bytes
-        from workers.detector.runtime import make_session
+        from detector.faces import FaceDetector, retinaface_onnx_bytes
+        from detector.runtime import make_session
 
         session, _ = make_session(retinaface_onnx_bytes(), "cpu", threads=2)
         self.detector = FaceDetector(session)

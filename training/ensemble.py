@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from workers.detector.manifest import Manifest, load_manifest
+from detector.manifest import Manifest, load_manifest
 
 SAME = ("layout", "color", "scale", "mean", "std")
 
@@ -316,7 +316,7 @@ def _join(args, folders: list[Path], argv) -> int:
     from rich.table import Table
 
     from training import tune_runtime as tr
-    from workers.detector.pipeline import Detector
+    from detector.pipeline import Detector
 
     members = [load_manifest(m) for m in folders]
     check_compatible(members)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from workers.detector import evaluation as ev
+from detector import evaluation as ev
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -131,8 +131,8 @@ def genuine_items(root: Path) -> list[tuple[Path, int, str]]:
 def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, ...] | None = None,
           split_name: str = "test") -> Path:
     from training import faceswap, sbi
-    from workers.detector.faces import FaceDetector, retinaface_onnx_bytes
-    from workers.detector.runtime import make_session
+    from detector.faces import FaceDetector, retinaface_onnx_bytes
+    from detector.runtime import make_session
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -366,7 +366,7 @@ def peer_detector(det, meso: Meso4):
     """
     import copy
 
-    from workers.detector.manifest import CropSpec, InputSpec, Thresholds
+    from detector.manifest import CropSpec, InputSpec, Thresholds
 
     peer = copy.copy(det)
     peer.classifier = meso
@@ -381,10 +381,10 @@ def peer_detector(det, meso: Meso4):
 
 def evaluate(out: Path, model: str | None, conditions: list[str], frames: int | None, card: Path | None,
              mesonet: Path | None = None) -> dict:
-    from workers.detector.pipeline import Detector
+    from detector.pipeline import Detector
 
     items = ev.items_from_csv(out / "eval.csv")
-    det = Detector(model=model, device="cpu", frames=frames)
+    det = Detector(model=model, device="cpu", **({"frames": frames} if frames else {}))
     det.warmup()
     jobs = len(ev.plan(items, conditions))
     t0 = time.perf_counter()
@@ -538,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     card = args.card
     if card is None:
-        from workers.detector.manifest import resolve_model_dir
+        from detector.manifest import resolve_model_dir
         card = resolve_model_dir(args.model) / "MODEL_CARD.md"
     elif str(card) == "none":
         card = None

@@ -421,7 +421,7 @@ def main(argv=None) -> int:
     })
     dst = out / "model.onnx"
     shutil.copyfile(chosen, dst)
-    from workers.detector.manifest import Manifest, load_manifest, sha256_file
+    from detector.manifest import Manifest, load_manifest, sha256_file
 
     counts: dict[str, int] = {}
     for r in parts["train"] + parts["val"] + parts["test"]:

@@ -259,7 +259,7 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
     `occluder` (sbi.draw_occluder on rec.native_view()) is painted over it after the blend.
     With xray_grid, (crop, its Face X-ray on an xray_grid square map: zeros for a real face,
     and nothing where the occluder covers the boundary)."""
-    from workers.detector.crops import crop_face
+    from detector.crops import crop_face
 
     img, box, lms = rec.native_view()  # blend at the detail the photo had, never upsampled
     mask = None
@@ -391,7 +391,7 @@ def validation_swaps(records, size, margin, align):
     of the same source folder. Its AUC is printed per epoch to compare training recipes on
     validation people; the shipped checkpoint is chosen on VAL_CONDITIONS alone."""
     from training import faceswap
-    from workers.detector.crops import crop_face
+    from detector.crops import crop_face
 
     crops, labels = [], []
     folders = [r.source.split("/")[0] for r in records]

@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from training.export import fit_temperature, rate_threshold, sigmoid
-from workers.detector import evaluation as ev
+from detector import evaluation as ev
 
 FAKE_SETS = ("swap-heldout", "swap-poisson-heldout", "sbi-heldout")
 REAL_SET = "heldout-real"
@@ -40,7 +40,7 @@ CONDITIONS = ("original", "jpeg50")
 def item_logits(det, rgb: np.ndarray, margins: tuple[float, ...]) -> dict[float, float] | None:
     """For each margin, the item's logit as the runtime forms it: the largest over the faces of
     the (mirror-averaged) classifier logit. None when no face is found."""
-    from workers.detector.crops import crop_face
+    from detector.crops import crop_face
 
     faces = det.face_detector.detect(rgb)
     if not faces:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.progress import Progress
     from rich.table import Table
 
-    from workers.detector.pipeline import Detector
+    from detector.pipeline import Detector
 
     margins = tuple(float(m) for m in args.margins.split(","))
     det = Detector(model=args.model, device="cpu")

@@ -1,4 +1,5 @@
-"""Per-process handles a worker needs: settings, DB, storage, Redis, and the detector.
+"""Per-process handles a worker needs: settings, DB, storage, Redis, the lifecycle (with the
+webhook outbox subscribed), and the detector.
 
 Everything is built lazily and once per process. The detector in particular is created only in
 the process that runs jobs, after any fork (onnxruntime thread pools and CUDA contexts do not
@@ -14,8 +15,11 @@ from functools import cached_property
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.db import Database
-from app.settings import Settings, load_settings
+from core.db import Database
+from core.lifecycle import Lifecycle
+from core.queue import redis_connection
+from core.settings import Settings, load_settings
+from core.storage import make_storage
 
 _lock = threading.Lock()
 _context: WorkerContext | None = None
@@ -32,15 +36,20 @@ class WorkerContext:
 
     @cached_property
     def storage(self):
-        from app.storage import make_storage
-
         return make_storage(self.settings)
 
     @cached_property
     def redis(self):
-        from app.queue import redis_connection
-
         return redis_connection(self.settings)
+
+    @cached_property
+    def lifecycle(self) -> Lifecycle:
+        """This process's lifecycle; the webhook outbox subscribes here, where the worker starts."""
+        from core.webhooks.outbox import Outbox
+
+        lifecycle = Lifecycle(self.settings, self.storage, self.redis)
+        lifecycle.subscribe(Outbox(self.settings, self.db.engine, self.redis).on_status_change)
+        return lifecycle
 
     @property
     def detector_loaded(self) -> bool:
@@ -51,10 +60,11 @@ class WorkerContext:
         if self._detector is None:
             with _lock:
                 if self._detector is None:
-                    from workers.detector.pipeline import Detector
+                    from detector.pipeline import Detector
 
-                    det = Detector(model=self.settings.model, device=self.settings.device,
-                                   frames=self.settings.frames)
+                    s = self.settings
+                    det = Detector(model=s.model, models_dir=s.models_dir, device=s.device,
+                                   frames=s.frames, spin=s.ort_spin)
                     det.warmup()
                     self._detector = det
         return self._detector
@@ -66,8 +76,8 @@ class WorkerContext:
 
 def configure(settings: Settings, detector=None) -> WorkerContext:
     """Set this process's context explicitly (the worker CLI, tests)."""
-    from app import defaults
-    from app.storage import sweep_tmp
+    from core import defaults
+    from core.storage import sweep_tmp
 
     global _context
     sweep_tmp(settings.tmp_dir, defaults.SPOOL_MAX_AGE_SECONDS)  # downloads of a killed worker
@@ -82,7 +92,8 @@ def configure(settings: Settings, detector=None) -> WorkerContext:
 
 
 def _same_model(a: Settings, b: Settings) -> bool:
-    return (a.model, a.device, a.frames) == (b.model, b.device, b.frames)
+    return ((a.model, a.models_dir, a.device, a.frames, a.ort_spin)
+            == (b.model, b.models_dir, b.device, b.frames, b.ort_spin))
 
 
 def get_context() -> WorkerContext:

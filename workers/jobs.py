@@ -1,23 +1,22 @@
 """RQ job functions. A job carries only the upload id; everything else is read from the DB and
-the blob store, and every write is idempotent, so a retry or a second delivery is harmless."""
+the blob store, and every status change goes through the process's lifecycle (core/lifecycle.py),
+whose conditional updates make a retry or a second delivery harmless."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import metrics
-from app.models import Analysis, AuditEvent, ReviewItem, Status, Upload, utcnow
-from app.notify import notify
-from app.policy import Routing, Thresholds, failed_routing, route
-from app.review.overrides import effective_settings, review_due_seconds
+from core import metrics
+from core.models import Analysis, Status, Upload
+from core.overrides import review_due_seconds, routing_policy
+from core.policy import route
+from detector.pipeline import Detector
 from workers.context import WorkerContext, get_context
 
 log = logging.getLogger(__name__)
@@ -28,31 +27,6 @@ def _actor() -> str:
 
     job = get_current_job()
     return f"worker:{job.worker_name}" if job is not None and job.worker_name else f"worker:pid{os.getpid()}"
-
-
-def thresholds_for(ctx: WorkerContext, detector, session: Session | None = None,
-                   upload: Upload | None = None) -> Thresholds:
-    s = ctx.settings
-    if session is not None:
-        s = effective_settings(session, s)  # an admin's thresholds (review settings page)
-    mt = detector.manifest.thresholds
-    review = s.review_threshold if s.review_threshold is not None else mt.review
-    block = s.block_threshold if s.block_threshold is not None else mt.block
-    if session is not None and upload is not None and upload.client_id:
-        from app.clients import policy_override  # a client key's own thresholds (issue 5)
-
-        review, block = policy_override(session, upload.client_id, review, block)
-    return Thresholds(review=review, block=block)
-
-
-def _open_review(session: Session, upload: Upload, routing: Routing) -> None:
-    if routing.review_reason is None:
-        return
-    item = session.scalar(select(ReviewItem).where(ReviewItem.upload_id == upload.id))
-    if item is not None:
-        return  # one item per upload, whatever the number of deliveries
-    session.add(ReviewItem(upload_id=upload.id, reason=routing.review_reason, priority=routing.priority,
-                           state="open", due_at=utcnow() + timedelta(seconds=review_due_seconds(session))))
 
 
 def analyze_upload(upload_id: str) -> dict[str, Any]:
@@ -66,21 +40,10 @@ def analyze_upload(upload_id: str) -> dict[str, Any]:
         if upload.status not in Status.PENDING:
             return {"upload_id": upload_id, "skipped": f"already {upload.status}"}
         detector = ctx.detector()
-        model = (detector.model_name, detector.model_version)
-
-        # One look-up for both: this upload's own analysis (an earlier delivery stored it) and the
-        # first original analysis of identical bytes by this model version (to reuse).
-        same_bytes = session.scalars(
-            select(Analysis)
-            .where(Analysis.sha256 == upload.sha256, Analysis.model_name == model[0],
-                   Analysis.model_version == model[1],
-                   or_(Analysis.upload_id == upload.id, Analysis.reused_from.is_(None)))
-            .order_by(Analysis.id)).all()
-        own = next((a for a in same_bytes if a.upload_id == upload.id), None)
-        prior = next((a for a in same_bytes if a.upload_id != upload.id and a.reused_from is None), None)
+        actor = _actor()
+        own, prior = _earlier_analyses(session, upload, detector)
         if upload.status == Status.QUEUED and own is None and prior is None:
-            upload.status = Status.ANALYZING
-            session.commit()
+            ctx.lifecycle.start(session, upload, actor)
 
         if own is not None:
             analysis = own  # stored by an earlier delivery that died before routing; route it now
@@ -91,54 +54,48 @@ def analyze_upload(upload_id: str) -> dict[str, Any]:
                                 evidence=prior.evidence, timings=prior.timings, reused_from=prior.id)
             metrics.REUSED.inc()
         else:
-            result, load_ms = _detect(ctx, detector, upload)
-            d = result.to_dict()
-            timings = dict(result.timings_ms)
-            timings["load"] = round(load_ms, 2)
-            analysis = Analysis(upload_id=upload.id, sha256=upload.sha256, model_name=result.model_name,
-                                model_version=result.model_version, provider=result.provider,
-                                score=result.score, label=str(result.label), reasons=list(result.reasons),
-                                evidence={"media": d.get("media"), "frames": d.get("frames", [])},
-                                timings=timings)
-            for stage, ms in result.timings_ms.items():
-                metrics.STAGE_SECONDS.labels(stage=stage).observe(ms / 1000.0)
+            analysis = _analyse(ctx, detector, upload)
 
-        s = effective_settings(session, ctx.settings)  # an admin's no_face/unreadable routing
-        routing = route(analysis.label, analysis.score, thresholds_for(ctx, detector, session, upload),
-                        no_face=s.route_no_face, unreadable=s.route_unreadable,
-                        blocked_needs_review=s.blocked_needs_review)
-        session.refresh(upload)
-        if upload.status == "withdrawn":  # the platform withdrew it while it was analysed (issue 5)
-            return {"upload_id": upload_id, "skipped": "withdrawn"}
-        before = upload.status
-        if own is None:
-            session.add(analysis)
-        upload.status = routing.status
-        _open_review(session, upload, routing)
-        session.add(AuditEvent(upload_id=upload.id, actor=_actor(), action="analysis.routed",
-                               before=before, after=routing.status, request_id=upload.request_id,
-                               detail={"label": analysis.label, "score": analysis.score,
-                                       "model": f"{analysis.model_name} {analysis.model_version}",
-                                       "reused_from": analysis.reused_from,
-                                       "review_reason": routing.review_reason}))
-        try:
-            session.commit()
-        except IntegrityError:
-            # Another delivery of the same job stored it first (unique upload/model): its answer stands.
-            session.rollback()
-            return {"upload_id": upload_id, "skipped": "stored by a concurrent delivery"}
-        metrics.VERDICTS.labels(label=analysis.label, status=routing.status).inc()
+        policy = routing_policy(session, ctx.settings, detector.manifest.thresholds, upload.client_id)
+        routing = route(analysis.label, analysis.score, policy.thresholds, no_face=policy.no_face,
+                        unreadable=policy.unreadable, blocked_needs_review=policy.blocked_needs_review)
+        if not ctx.lifecycle.route(session, upload, analysis, routing, actor,
+                                   review_due_seconds=policy.review_due_seconds, store_analysis=own is None):
+            # No longer pending: withdrawn while it was analysed, or stored by a concurrent delivery.
+            return {"upload_id": upload_id, "skipped": "no longer pending"}
         metrics.JOB_SECONDS.labels(outcome="ok").observe(time.perf_counter() - t0)
-        notify(upload, routing.status)
         return {"upload_id": upload_id, "status": routing.status, "label": analysis.label,
                 "score": analysis.score, "reused": analysis.reused_from is not None}
 
 
-def _detect(ctx: WorkerContext, detector, upload: Upload):
+def _earlier_analyses(session: Session, upload: Upload, detector: Detector) -> tuple[Analysis | None, Analysis | None]:
+    """One look-up for both: this upload's own analysis (an earlier delivery stored it) and the
+    first original analysis of identical bytes by this model version (to reuse)."""
+    same_bytes = session.scalars(
+        select(Analysis)
+        .where(Analysis.sha256 == upload.sha256, Analysis.model_name == detector.model_name,
+               Analysis.model_version == detector.model_version,
+               or_(Analysis.upload_id == upload.id, Analysis.reused_from.is_(None)))
+        .order_by(Analysis.id)).all()
+    own = next((a for a in same_bytes if a.upload_id == upload.id), None)
+    prior = next((a for a in same_bytes if a.upload_id != upload.id and a.reused_from is None), None)
+    return own, prior
+
+
+def _analyse(ctx: WorkerContext, detector: Detector, upload: Upload) -> Analysis:
     t = time.perf_counter()
     with ctx.storage.local_path(upload.sha256, ctx.settings.tmp_dir) as path:
         load_ms = (time.perf_counter() - t) * 1000.0
-        return detector.analyze_path(path), load_ms
+        result = detector.analyze_path(path)
+    d = result.to_dict()
+    timings = dict(result.timings_ms)
+    timings["load"] = round(load_ms, 2)
+    for stage, ms in result.timings_ms.items():
+        metrics.STAGE_SECONDS.labels(stage=stage).observe(ms / 1000.0)
+    return Analysis(upload_id=upload.id, sha256=upload.sha256, model_name=result.model_name,
+                    model_version=result.model_version, provider=result.provider, score=result.score,
+                    label=str(result.label), reasons=list(result.reasons),
+                    evidence={"media": d.get("media"), "frames": d.get("frames", [])}, timings=timings)
 
 
 def on_analysis_failure(job, connection, exc_type, exc_value, tb) -> None:
@@ -156,17 +113,5 @@ def on_analysis_failure(job, connection, exc_type, exc_value, tb) -> None:
 
 def mark_failed(ctx: WorkerContext, upload_id: str, error: str, actor: str) -> bool:
     with ctx.db.session() as session:
-        upload = session.get(Upload, upload_id)
-        if upload is None or upload.status not in Status.PENDING:
-            return False
-        routing = failed_routing()
-        before = upload.status
-        upload.status = routing.status
-        _open_review(session, upload, routing)
-        session.add(AuditEvent(upload_id=upload.id, actor=actor, action="analysis.failed", before=before,
-                               after=routing.status, request_id=upload.request_id,
-                               detail={"error": error[:2000], "review_reason": routing.review_reason}))
-        session.commit()
-        metrics.VERDICTS.labels(label="analysis_failed", status=routing.status).inc()
-        notify(upload, routing.status)
-        return True
+        return ctx.lifecycle.fail(session, upload_id, error, actor,
+                                  review_due_seconds=review_due_seconds(session))

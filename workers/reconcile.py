@@ -14,11 +14,11 @@ from datetime import timedelta
 from redis import Redis
 from sqlalchemy import select
 
-from app import metrics
-from app.db import Database
-from app.models import AuditEvent, Status, Upload, utcnow
-from app.queue import enqueue_analysis, live_job_status
-from app.settings import Settings
+from core.db import Database
+from core.lifecycle import Lifecycle
+from core.models import Status, Upload, utcnow
+from core.queue import live_job_status
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ LOCK_KEY = "verity:reconciler:lock"
 BATCH = 500
 
 
-def reconcile(settings: Settings, db: Database, connection: Redis, *, stuck_after: int | None = None) -> list[str]:
+def reconcile(settings: Settings, db: Database, lifecycle: Lifecycle, connection: Redis, *,
+              stuck_after: int | None = None) -> list[str]:
     """Re-enqueue overdue pending uploads that have no live job; returns their ids."""
     age = settings.stuck_after if stuck_after is None else stuck_after
     cutoff = utcnow() - timedelta(seconds=age)
@@ -38,23 +39,16 @@ def reconcile(settings: Settings, db: Database, connection: Redis, *, stuck_afte
         for upload in rows:
             if live_job_status(connection, upload.id) is not None:
                 continue
-            enqueue_analysis(settings, connection, upload.id)
-            before = upload.status
-            upload.status = Status.QUEUED
-            upload.enqueued_at = utcnow()
-            session.add(AuditEvent(upload_id=upload.id, actor="reconciler", action="upload.requeued",
-                                   before=before, after=Status.QUEUED, request_id=upload.request_id,
-                                   detail={"reason": f"{before} for over {age}s with no live job"}))
-            session.commit()
-            requeued.append(upload.id)
-            metrics.RECONCILED.inc()
+            if lifecycle.requeue(session, upload, f"{upload.status} for over {age}s with no live job"):
+                requeued.append(upload.id)
     if requeued:
         log.warning("reconciler re-enqueued %d stuck upload(s): %s", len(requeued), ", ".join(requeued[:20]))
     return requeued
 
 
-def reconcile_if_due(settings: Settings, db: Database, connection: Redis) -> list[str] | None:
+def reconcile_if_due(settings: Settings, db: Database, lifecycle: Lifecycle,
+                     connection: Redis) -> list[str] | None:
     """Run at most once per reconcile interval across all workers (a Redis lock that expires)."""
     if not connection.set(LOCK_KEY, "1", nx=True, ex=settings.reconcile_interval):
         return None
-    return reconcile(settings, db, connection)
+    return reconcile(settings, db, lifecycle, connection)

@@ -24,7 +24,7 @@ import time
 
 from rq import Queue, SimpleWorker
 
-from app.queue import worker_info_key
+from core.queue import worker_info_key
 from workers.context import WorkerContext, configure, get_context, work_with_reconnect
 from workers.lease import LeasedWorkerMixin
 from workers.reconcile import reconcile_if_due
@@ -83,7 +83,7 @@ class DetectorWorker(LeasedWorkerMixin, SimpleWorker):
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
         try:
-            reconcile_if_due(self.ctx.settings, self.ctx.db, self.connection)
+            reconcile_if_due(self.ctx.settings, self.ctx.db, self.ctx.lifecycle, self.connection)
         except Exception:
             log.exception("reconciler failed; it runs again at the next maintenance")
 
@@ -103,7 +103,7 @@ def configure_logging(level: str) -> None:
 
 def run_worker(settings, *, burst: bool = False, with_scheduler: bool = True, name: str | None = None,
                max_jobs: int | None = None) -> bool:
-    level = os.environ.get("VERITY_LOG_LEVEL", "INFO").upper()
+    level = settings.log_level
     configure_logging(level)
     ctx = configure(settings)
     first = [True]

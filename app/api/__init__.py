@@ -19,11 +19,15 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app import defaults
 from app.api.auth import current_client
 from app.api.limits import check_backpressure, make_limiter
-from app.api.representation import WITHDRAWN, upload_body, upload_links
-from app.api.schemas import (
+from app.db import get_lifecycle, get_session
+from app.errors import error_response, request_id
+from core import defaults
+from core.errors import ApiError
+from core.models import ApiClient, DeliveryState, Status, Upload, WebhookDelivery
+from core.representation import upload_body, upload_links
+from core.schemas import (
     BatchAccepted,
     BatchItem,
     ClientOut,
@@ -33,12 +37,6 @@ from app.api.schemas import (
     SubmitOptions,
     UploadAccepted,
 )
-from app.clients.models import ApiClient
-from app.db import get_session
-from app.errors import ApiError, error_response, request_id
-from app.models import AuditEvent, ReviewItem, Status, Upload
-from app.uploads import accept_upload
-from app.webhooks.models import DeliveryState, WebhookDelivery
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 
@@ -46,11 +44,6 @@ PUBLIC_ENDPOINTS = {"api_v1.openapi"}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # 200, not the column's 255: a batch stores "<key>#<index>" for each of its files.
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-
-
-def upload_payload(upload: Upload, *, show_score: bool = True) -> dict:
-    """The public view of an upload (kept for the page's status route)."""
-    return upload_body(upload, show_score=show_score)
 
 
 def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None):
@@ -90,7 +83,7 @@ def _api_error(e: ApiError):
 # --- submit -----------------------------------------------------------------------------------
 
 class _HashingReader:
-    """Wraps the request stream; hashes whatever accept_upload reads (to compare idempotent retries)."""
+    """Wraps the request stream; hashes whatever the door reads (to compare idempotent retries)."""
 
     def __init__(self, stream: IO[bytes]):
         self.stream = stream
@@ -152,9 +145,10 @@ def submit(stream: IO[bytes], opts: SubmitOptions, client: ApiClient, idem_key: 
                 raise _mismatch(idem_key)
             return existing, True
     try:
-        upload = accept_upload(reader, opts.filename or filename, "api", client_id=client.id,
-                               external_id=opts.external_id, metadata=opts.metadata,
-                               idempotency_key=idem_key, actor=f"api:{client.name}")
+        upload = get_lifecycle().accept(
+            get_session(), reader, opts.filename or filename, "api", actor=f"api:{client.name}",
+            request_id=request_id(), client_id=client.id, external_id=opts.external_id,
+            metadata=opts.metadata, idempotency_key=idem_key)
     except IntegrityError:
         # A concurrent request with the same key committed first (unique client_id, key): its
         # upload is the answer, and this request enqueued nothing.
@@ -295,21 +289,7 @@ def withdraw_upload(upload_id: str):
     """The platform withdrew the content: blob removed (unless another live upload has the same
     bytes), record and audit trail kept, status `withdrawn`, open review item closed."""
     client = _client()
-    upload = _own_upload(upload_id)
-    session = get_session()
-    if upload.status != WITHDRAWN:
-        before = upload.status
-        upload.status = WITHDRAWN
-        item = session.scalar(select(ReviewItem).where(ReviewItem.upload_id == upload.id))
-        if item is not None and item.state in ("open", "claimed"):
-            item.state = WITHDRAWN
-        session.add(AuditEvent(upload_id=upload.id, actor=f"api:{client.name}", action="upload.withdrawn",
-                               before=before, after=WITHDRAWN, request_id=request_id(), detail={}))
-        session.commit()
-        still_used = session.scalar(select(Upload.id).where(Upload.sha256 == upload.sha256,
-                                                            Upload.status != WITHDRAWN).limit(1))
-        if still_used is None:
-            current_app.extensions["verity.storage"].delete(upload.sha256)
+    upload = get_lifecycle().withdraw(get_session(), _own_upload(upload_id), f"api:{client.name}", request_id())
     return jsonify(upload_body(upload, show_score=client.show_score))
 
 
@@ -361,7 +341,7 @@ def get_delivery(delivery_id: str):
 
 @bp.post("/webhooks/deliveries/<delivery_id>/redeliver")
 def redeliver_delivery(delivery_id: str):
-    from app.webhooks.outbox import redeliver
+    from core.webhooks.outbox import redeliver
 
     d = _own_delivery(delivery_id)
     redeliver(get_session(), current_app.config["VERITY"], current_app.extensions["verity.redis"], d)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import g, request
 
-from app.clients import authenticate
-from app.clients.models import ApiClient
 from app.db import get_session
+from core.clients import authenticate
+from core.models import ApiClient
 
 _UNSET = object()
 

@@ -7,9 +7,9 @@ import logging
 from flask import current_app, request
 from redis.exceptions import RedisError
 
-from app import defaults
 from app.api.auth import current_client
-from app.errors import ApiError
+from core import defaults
+from core.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Overloaded(ApiError):
 
 def check_backpressure() -> None:
     """Refuse new submits while the analysis queue is deeper than VERITY_API_MAX_QUEUE_DEPTH."""
-    from app.queue import analysis_queue
+    from core.queue import analysis_queue
 
     settings = current_app.config["VERITY"]
     try:

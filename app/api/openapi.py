@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from app import defaults
-from app.api import schemas as s
+from core import defaults
+from core import schemas as s
 
 COMMITTED = Path(__file__).resolve().parents[1] / "openapi.json"
 REF = "#/components/schemas/{model}"

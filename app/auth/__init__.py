@@ -6,13 +6,12 @@ The JSON API (/api/v1) does not use these sessions; it authenticates with API ke
 from __future__ import annotations
 
 import functools
-import os
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, url_for
 
-from app import defaults
+from core import defaults
 
 bp = Blueprint("auth", __name__, url_prefix="/auth", template_folder="templates")
 
@@ -47,9 +46,9 @@ def login():
     from flask_login import current_user, login_user
     from sqlalchemy import select
 
-    from app.auth.models import User
     from app.db import get_session
-    from app.models import AuditEvent, utcnow
+    from core.lifecycle import audit
+    from core.models import User, utcnow
 
     if current_user.is_authenticated and request.method == "GET":
         return redirect(_safe_next(request.args.get("next")))
@@ -62,11 +61,10 @@ def login():
         if user is not None and user.is_active and user.check_password(password):
             login_user(user)
             user.last_login_at = utcnow()
-            s.add(AuditEvent(actor=user.actor, action="auth.login", detail={"ip": request.remote_addr}))
+            audit(s, "auth.login", user.actor, detail={"ip": request.remote_addr})
             s.commit()
             return redirect(_safe_next(request.form.get("next")))
-        s.add(AuditEvent(actor=f"anonymous:{request.remote_addr}", action="auth.login_failed",
-                         detail={"username": username[:128]}))
+        audit(s, "auth.login_failed", f"anonymous:{request.remote_addr}", detail={"username": username[:128]})
         s.commit()
         error = "Wrong username or password."
     return render_template("auth/login.html", error=error, next=request.args.get("next", "")), \
@@ -82,8 +80,8 @@ def logout():
 
 
 def _load_user(user_id: str):
-    from app.auth.models import User
     from app.db import get_session
+    from core.models import User
 
     uid, _, tail = user_id.partition(":")
     if not uid.isdigit():
@@ -94,19 +92,12 @@ def _load_user(user_id: str):
     return user
 
 
-def _cookie_secure() -> bool:
-    from app.settings import parse_boolean
-
-    v = os.environ.get("VERITY_COOKIE_SECURE", "")
-    return parse_boolean("VERITY_COOKIE_SECURE", v) if v else True
-
-
 def init_app(app: Flask) -> None:
     from flask_limiter import Limiter
     from flask_limiter.util import get_remote_address
     from flask_login import LoginManager
 
-    secure = _cookie_secure()
+    secure = app.config["VERITY"].cookie_secure
     for key, value in {
         "SESSION_COOKIE_SECURE": secure,
         "SESSION_COOKIE_HTTPONLY": True,

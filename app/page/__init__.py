@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 
-from app.api import upload_payload
-from app.db import get_session
-from app.errors import ApiError
-from app.models import Status, Upload
-from app.uploads import accept_upload
+from app.db import get_lifecycle, get_session
+from app.errors import request_id
+from core.errors import ApiError
+from core.models import Status, Upload
+from core.representation import upload_body
 
 bp = Blueprint("page", __name__, template_folder="templates")
 
@@ -37,7 +37,8 @@ def upload():
     f = request.files.get("file")
     if f is None:
         raise ApiError(400, "missing_file", "choose a file first")
-    up = accept_upload(f.stream, f.filename, "page", actor="page")
+    up = get_lifecycle().accept(get_session(), f.stream, f.filename, "page", actor="page",
+                                request_id=request_id())
     return jsonify({"id": up.id, "status": up.status,
                     "links": {"status": url_for("page.status", upload_id=up.id)}}), 202
 
@@ -48,7 +49,7 @@ def status(upload_id: str):
     if up is None:
         raise ApiError(404, "not_found", f"no upload {upload_id}")
     show = current_app.config["VERITY"].show_score
-    body = upload_payload(up, show_score=show)
+    body = upload_body(up, show_score=show)
     body.pop("sha256", None)
     if body.get("analysis"):
         body["analysis"].pop("timings_ms", None)

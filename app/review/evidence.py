@@ -17,8 +17,8 @@ from typing import Any
 
 from PIL import Image
 
-from app import defaults
-from app.models import Analysis, Upload
+from core import defaults
+from core.models import Analysis, Upload
 
 SAFE_TYPES = {
     "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
@@ -139,7 +139,7 @@ def ensure_crops(storage, settings, upload: Upload, analysis: Analysis, faces: l
     missing = [f for f in faces if f.box and not crop_path(settings, analysis, f).is_file()]
     if not missing:
         return
-    from workers.detector import media
+    from detector import media
 
     src = blob_path(storage, settings, upload.sha256)
     if upload.kind == "image":

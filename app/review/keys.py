@@ -17,9 +17,12 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from app import defaults
 from app.auth import role_required
-from app.clients import (
+from app.db import get_session
+from app.errors import request_id
+from app.review.views import bp
+from core import defaults, overrides
+from core.clients import (
     ClientError,
     NewKey,
     audit_key_event,
@@ -30,14 +33,8 @@ from app.clients import (
     revoke_client,
     update_client,
 )
-from app.clients.models import ApiClient
-from app.db import get_session
-from app.errors import request_id
-from app.models import ReviewItem
-from app.review import overrides
-from app.review.views import bp
-from app.webhooks.models import DeliveryState, WebhookDelivery
-from app.webhooks.outbox import redeliver
+from core.models import ApiClient, DeliveryState, ReviewItem, WebhookDelivery
+from core.webhooks.outbox import redeliver
 
 
 def _client_or_404(client_id: str) -> ApiClient:

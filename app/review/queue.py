@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app import defaults
-from app.models import Analysis, AuditEvent, ReviewItem, Status, Upload, utcnow
+from core import defaults
+from core.lifecycle import audit
+from core.models import Analysis, ReviewItem, ReviewState, Status, Upload, utcnow
 
-OPEN, CLAIMED, DECIDED = "open", "claimed", "decided"
+OPEN, CLAIMED, DECIDED = ReviewState.OPEN, ReviewState.CLAIMED, ReviewState.DECIDED
 ESCALATED = "escalated"
 """Not a stored state: an open item whose upload a moderator called inconclusive; admins only."""
 
@@ -168,8 +169,8 @@ def claim(session: Session, item_id: int, user, *, seconds: int, now: datetime |
     won = res.rowcount == 1
     if won:
         item = session.get(ReviewItem, item_id)
-        session.add(AuditEvent(upload_id=item.upload_id, actor=user.actor, action="review.claimed",
-                               detail={"review_item_id": item_id, "until": (now + timedelta(seconds=seconds)).isoformat()}))
+        audit(session, "review.claimed", user.actor, upload_id=item.upload_id,
+                  detail={"review_item_id": item_id, "until": (now + timedelta(seconds=seconds)).isoformat()})
     session.commit()
     return won
 
@@ -201,8 +202,8 @@ def claim_next(session: Session, user, *, seconds: int, now: datetime | None = N
                 .execution_options(synchronize_session=False))
         row = session.execute(stmt).first()
         if row is not None:
-            session.add(AuditEvent(upload_id=row.upload_id, actor=user.actor, action="review.claimed",
-                                   detail={"review_item_id": row.id, "via": "next"}))
+            audit(session, "review.claimed", user.actor, upload_id=row.upload_id,
+                  detail={"review_item_id": row.id, "via": "next"})
             session.commit()
             return row.id
         session.rollback()
@@ -238,8 +239,8 @@ def release(session: Session, item_id: int, user, *, now: datetime | None = None
                           .execution_options(synchronize_session=False))
     ok = res.rowcount == 1
     if ok:
-        session.add(AuditEvent(upload_id=item.upload_id, actor=user.actor, action="review.released",
-                               detail={"review_item_id": item_id, "holder": holder}))
+        audit(session, "review.released", user.actor, upload_id=item.upload_id,
+                  detail={"review_item_id": item_id, "holder": holder})
     session.commit()
     return ok
 
@@ -258,7 +259,7 @@ def reassign(session: Session, item_id: int, admin, to_username: str, *, seconds
         .execution_options(synchronize_session=False))
     ok = res.rowcount == 1
     if ok:
-        session.add(AuditEvent(upload_id=item.upload_id, actor=admin.actor, action="review.reassigned",
-                               detail={"review_item_id": item_id, "from": holder, "to": to_username}))
+        audit(session, "review.reassigned", admin.actor, upload_id=item.upload_id,
+                  detail={"review_item_id": item_id, "from": holder, "to": to_username})
     session.commit()
     return ok

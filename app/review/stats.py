@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Analysis, Decision, ReviewItem, Status, utcnow
 from app.review.queue import DECIDED, aware, counts
+from core.models import Analysis, Decision, ReviewItem, Status, utcnow
 
 WINDOW_HOURS = 24
 RECENT_DECISIONS = 5000

@@ -22,13 +22,13 @@ from flask import (
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
-from app import defaults
 from app.auth import role_required
-from app.auth.models import User
-from app.db import get_session
-from app.models import Analysis, AuditEvent, Decision, ReviewItem, Status, Upload
-from app.review import decisions, evidence, overrides, queue, stats
-from app.settings import STATUSES_ROUTABLE, SettingsError
+from app.db import get_lifecycle, get_session
+from app.review import evidence, queue, stats
+from core import defaults, lifecycle, overrides
+from core.lifecycle import Conflict
+from core.models import Analysis, AuditEvent, Decision, ReviewItem, Status, Upload, User
+from core.settings import STATUSES_ROUTABLE, SettingsError
 
 bp = Blueprint("review", __name__, url_prefix="/review", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -135,11 +135,11 @@ def decide(item_id: int):
     s = get_session()
     _item_or_404(item_id)
     verdict = request.form.get("verdict", "")
-    if verdict not in decisions.VERDICTS:
-        abort(400, f"verdict must be one of {', '.join(decisions.VERDICTS)}")
+    if verdict not in Status.VERDICTS:
+        abort(400, f"verdict must be one of {', '.join(Status.VERDICTS)}")
     try:
-        d = decisions.decide(s, item_id, current_user, verdict, request.form.get("note"))
-    except decisions.Conflict as e:
+        d = get_lifecycle().decide(s, item_id, current_user, verdict, request.form.get("note"))
+    except Conflict as e:
         if _wants_json():
             return jsonify({"code": "conflict", "message": str(e)}), 409
         abort(409, str(e))
@@ -156,13 +156,13 @@ def decide(item_id: int):
 @role_required("admin")
 def revise(upload_id: str):
     verdict = request.form.get("verdict", "")
-    if verdict not in decisions.VERDICTS:
-        abort(400, f"verdict must be one of {', '.join(decisions.VERDICTS)}")
+    if verdict not in Status.VERDICTS:
+        abort(400, f"verdict must be one of {', '.join(Status.VERDICTS)}")
     try:
-        decisions.revise(get_session(), upload_id, current_user, verdict, request.form.get("note"))
+        get_lifecycle().revise(get_session(), upload_id, current_user, verdict, request.form.get("note"))
     except LookupError:
         abort(404, f"no upload {upload_id}")
-    except decisions.Conflict as e:
+    except Conflict as e:
         abort(409, str(e))
     item = get_session().scalar(select(ReviewItem).where(ReviewItem.upload_id == upload_id))
     return redirect(url_for("review.item", item_id=item.id) if item else url_for("review.audit"))
@@ -242,7 +242,7 @@ def set_blur():
     s = get_session()
     user = s.get(User, current_user.id)
     user.blur_media = request.form.get("blur") in ("1", "on", "true")
-    s.add(AuditEvent(actor=user.actor, action="user.blur_set", detail={"blur": user.blur_media}))
+    lifecycle.audit(s, "user.blur_set", user.actor, detail={"blur": user.blur_media})
     s.commit()
     if _wants_json():
         return jsonify({"blur": user.blur_media})

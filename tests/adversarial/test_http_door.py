@@ -22,7 +22,7 @@ from PIL import Image
 from sqlalchemy import select
 from test_media_fuzz import gif_extent_bomb, many_streams_video, png_ztxt_bomb, polyglot
 
-from app.models import Analysis, Upload
+from core.models import Analysis, Upload
 
 MAX_BYTES = 300_000
 """A small upload limit for this module, so over-limit bodies stay cheap."""
@@ -33,7 +33,7 @@ def door_detector(tmp_path_factory):
     """The shipped model when there is one, else a tiny real ONNX classifier (real RetinaFace)."""
     from chaos.chaoslib import model_for_tests
 
-    from workers.detector.pipeline import Detector
+    from detector.pipeline import Detector
 
     det = Detector(model=model_for_tests(tmp_path_factory.mktemp("model")), device="cpu", frames=4)
     det.warmup()

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mediagen import REPO, jpeg_bytes, no_face_image, png_bomb, png_bytes, write_video
 
-from workers.detector import media
+from detector import media
 
 SEEDS: dict[str, bytes] = {}
 
@@ -164,7 +164,7 @@ def test_over_long_and_oversized_video_caps(tmp_path):
 CORPUS_SCRIPT = r"""
 import json, resource, sys
 from pathlib import Path
-from workers.detector.pipeline import Detector
+from detector.pipeline import Detector
 det = Detector(device="cpu")
 det.warmup()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

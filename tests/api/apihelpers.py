@@ -8,7 +8,7 @@ import threading
 
 
 def make_key(app, name="platform", **kw) -> str:
-    from app.clients import create_client
+    from core.clients import create_client
 
     with app.extensions["verity.db"].session() as s:
         return create_client(s, name, **kw).key

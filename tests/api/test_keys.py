@@ -9,7 +9,7 @@ from apihelpers import bearer
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from app.clients.models import ApiClient
+from core.models import ApiClient
 
 
 def _cli_env(settings) -> dict[str, str]:
@@ -18,7 +18,7 @@ def _cli_env(settings) -> dict[str, str]:
 
 
 def test_missing_unknown_and_revoked_keys_get_401_json(api_app, api_settings, caplog):
-    from app.cli import main
+    from cli import main
 
     client = api_app.test_client()
     r = client.get("/api/v1/me")
@@ -59,7 +59,7 @@ def test_missing_unknown_and_revoked_keys_get_401_json(api_app, api_settings, ca
 
 
 def test_create_refuses_bad_settings(api_settings):
-    from app.cli import main
+    from cli import main
 
     runner = CliRunner()
     # a private target is refused when configured (VERITY_WEBHOOK_ALLOW_PRIVATE is not set here)
@@ -78,7 +78,7 @@ def test_health_and_spec_need_no_key(api_app):
 
 
 def test_key_set_changes_settings_keeps_the_key_and_refuses_bad_values(api_app, api_settings):
-    from app.cli import main
+    from cli import main
 
     runner = CliRunner()
     env = _cli_env(api_settings)
@@ -113,7 +113,7 @@ def test_key_set_changes_settings_keeps_the_key_and_refuses_bad_values(api_app, 
 
     # every change made on the CLI is in the audit log, as the admin pages' are: who (the OS
     # user), what, before -> after; refused changes leave nothing, and never the key or secret
-    from app.models import AuditEvent
+    from core.models import AuditEvent
 
     with api_app.extensions["verity.db"].session() as s:
         events = s.scalars(select(AuditEvent).where(AuditEvent.action.like("key.%")).order_by(AuditEvent.id)).all()

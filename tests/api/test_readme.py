@@ -36,7 +36,7 @@ def test_readme_client_example_runs(api_app, api_settings, live_server, tmp_path
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with api_app.extensions["verity.db"].session() as s:
-                from app.models import Upload
+                from core.models import Upload
 
                 up = s.query(Upload).filter_by(external_id="post-123").one_or_none()
             if up is not None:
@@ -57,7 +57,7 @@ def test_readme_client_example_runs(api_app, api_settings, live_server, tmp_path
 
     verify_ns: dict = {}
     exec(compile(snippet, "README.md", "exec"), verify_ns)  # noqa: S102
-    from app.webhooks.signing import signature
+    from core.webhooks.signing import signature
 
     ts = str(int(time.time()))
     assert verify_ns["verify"]("whsec_x", ts, signature("whsec_x", ts, b"{}"), b"{}")

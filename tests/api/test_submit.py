@@ -13,7 +13,7 @@ from mediagen import jpeg_bytes, no_face_image, png_bytes
 from rq import Queue
 from sqlalchemy import func, select
 
-from app.models import Upload
+from core.models import Upload
 
 
 def count_uploads(app) -> int:

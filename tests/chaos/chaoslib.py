@@ -34,7 +34,7 @@ PENDING = ("queued", "analyzing")
 
 
 def free_port() -> int:
-    from app.embedded_redis import free_port as fp
+    from cli.embedded_redis import free_port as fp
 
     return fp()
 
@@ -49,7 +49,7 @@ def tiny_model(directory: Path, size: int = 32) -> str:
 
 def model_for_tests(tmp: Path) -> str:
     """The shipped model when there is one (VERITY_MODEL or models/verity-sbi), else a tiny real one."""
-    from workers.detector.manifest import ManifestError, load_manifest, resolve_model_dir
+    from detector.manifest import ManifestError, load_manifest, resolve_model_dir
 
     try:
         path = resolve_model_dir(None)
@@ -106,7 +106,7 @@ class Service:
             "PYTHONUNBUFFERED": "1",
         })
         self.env.update(self.extra_env)
-        from app.db import upgrade
+        from core.db import upgrade
 
         upgrade(self.database_url)
         self._engine = None
@@ -124,7 +124,7 @@ class Service:
         return p
 
     def start_redis(self, *, wipe: bool = False) -> None:
-        from app.embedded_redis import redis_server_binary
+        from cli.embedded_redis import redis_server_binary
 
         if wipe:
             shutil.rmtree(self.redis_dir, ignore_errors=True)
@@ -158,27 +158,27 @@ class Service:
             p.wait(10)
 
     def start_web(self) -> None:
-        self._spawn("web", [sys.executable, "-m", "app.cli", "web", "--port", str(self.web_port),
+        self._spawn("web", [sys.executable, "-m", "cli", "web", "--port", str(self.web_port),
                             "--processes", "1"])
         wait_for(lambda: self.get("/healthz")[0] == 200 or self._died("web"), 60, "/healthz")
 
     def start_workers(self) -> None:
         self.workers_started = time.monotonic()
-        self._spawn("workers", [sys.executable, "-m", "app.cli", "worker", "-n", str(self.workers)])
+        self._spawn("workers", [sys.executable, "-m", "cli", "worker", "-n", str(self.workers)])
         wait_for(lambda: len(self.rq_workers()) >= self.workers or self._died("workers"), 90,
                  f"{self.workers} workers to register")
 
     def past_fast_fail_window(self) -> None:
         """`verity worker -n N` stops the pool when a worker exits non-zero within FAST_FAIL_SECONDS
         of its start (taken for a configuration fault): wait until that window has passed."""
-        from app.cli import Supervisor
+        from cli.supervisor import Supervisor
 
         left = self.workers_started + Supervisor.FAST_FAIL_SECONDS + 1 - time.monotonic()
         if left > 0:
             time.sleep(left)
 
     def start_webhooks(self) -> None:
-        self._spawn("webhooks", [sys.executable, "-m", "app.cli", "webhooks", "worker"])
+        self._spawn("webhooks", [sys.executable, "-m", "cli", "webhooks", "worker"])
 
     def _died(self, name: str) -> bool:
         p = self.procs[name]
@@ -282,7 +282,7 @@ class Service:
         return Session(self.engine)
 
     def create_key(self, name: str = "chaos", **kw) -> str:
-        from app.clients import create_client
+        from core.clients import create_client
 
         with self.session() as s:
             return create_client(s, name, **kw).key
@@ -290,7 +290,7 @@ class Service:
     def pending(self) -> int:
         from sqlalchemy import func, select
 
-        from app.models import Upload
+        from core.models import Upload
 
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(Upload).where(Upload.status.in_(PENDING)))
@@ -305,7 +305,7 @@ class Service:
     def diagnose(self) -> str:
         from sqlalchemy import select
 
-        from app.models import Upload
+        from core.models import Upload
 
         with self.session() as s:
             stuck = [(u.id, u.status, str(u.updated_at)) for u in
@@ -337,7 +337,7 @@ class Ledger:
     def read(cls, svc: Service, accepted_ids: list[str]) -> Ledger:
         from sqlalchemy import select
 
-        from app.models import Analysis, AuditEvent, ReviewItem, Upload
+        from core.models import Analysis, AuditEvent, ReviewItem, Upload
 
         problems: list[str] = []
         with svc.session() as s:

@@ -73,9 +73,8 @@ def bad_endpoint():
 def test_hanging_resetting_failing_webhook_endpoint(service_factory, bad_endpoint):
     from sqlalchemy import select
 
-    from app.clients.models import ApiClient
-    from app.webhooks.models import WebhookDelivery
-    from app.webhooks.signing import signature
+    from core.models import ApiClient, WebhookDelivery
+    from core.webhooks.signing import signature
 
     svc = service_factory(workers=1, extra_env={
         "VERITY_WEBHOOK_TIMEOUT": "1", "VERITY_WEBHOOK_RETRY_INTERVALS": "0,0,0,0,0",

@@ -15,7 +15,7 @@ _HASHES: dict[str, str] = {}
 
 
 def add_user(app, name: str, role: str = "moderator", password: str = PASSWORD, blur: bool = True):
-    from app.auth.models import User
+    from core.models import User
 
     with app.extensions["verity.db"].session() as s:
         u = User(username=name, role=role, blur_media=blur, active=True)
@@ -63,7 +63,7 @@ class Browser:
 def evidence_for(width: int, height: int, scores: list[float | None], kind: str = "image",
                  duration: float | None = None) -> dict:
     """Evidence shaped like DetectionResult.to_dict(): one face per frame with the given scores."""
-    from workers.detector.result import FaceEvidence, FrameEvidence, MediaInfo
+    from detector.result import FaceEvidence, FrameEvidence, MediaInfo
 
     frames = []
     n = len(scores)
@@ -86,7 +86,7 @@ def make_item(app, *, score: float | None = 0.7, label: str = "suspected_fake", 
               evidence: dict | None = None, width: int = 320, height: int = 240, timings: dict | None = None,
               reasons: list[str] | None = None, model_version: str = "1.0.0") -> int:
     """Upload + blob + Analysis + ReviewItem, as the worker leaves them; returns the item id."""
-    from app.models import Analysis, ReviewItem, Upload, new_id, utcnow
+    from core.models import Analysis, ReviewItem, Upload, new_id, utcnow
 
     if data is None:
         data = jpeg_bytes(no_face_image((width, height)))

@@ -28,7 +28,7 @@ def _new_key(html: str) -> str:
 
 
 def _make_client(app, name: str, **kw):
-    from app.clients import create_client
+    from core.clients import create_client
 
     with app.extensions["verity.db"].session() as s:
         new = create_client(s, name, **kw)
@@ -36,7 +36,7 @@ def _make_client(app, name: str, **kw):
 
 
 def _client(app, name: str):
-    from app.clients.models import ApiClient
+    from core.models import ApiClient
 
     with app.extensions["verity.db"].session() as s:
         c = s.scalar(select(ApiClient).where(ApiClient.name == name))
@@ -45,7 +45,7 @@ def _client(app, name: str):
 
 
 def _audit(app, action: str) -> list:
-    from app.models import AuditEvent
+    from core.models import AuditEvent
 
     with app.extensions["verity.db"].session() as s:
         rows = s.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)).all()
@@ -55,7 +55,7 @@ def _audit(app, action: str) -> list:
 
 def _client_upload(app, client_id: str, score: float = 0.7) -> tuple[str, int]:
     """An analysed upload owned by `client_id` (with its review item); returns (upload id, item id)."""
-    from app.models import ReviewItem, Upload
+    from core.models import ReviewItem, Upload
 
     item_id = make_item(app, score=score)
     with app.extensions["verity.db"].session() as s:
@@ -66,7 +66,7 @@ def _client_upload(app, client_id: str, score: float = 0.7) -> tuple[str, int]:
 
 
 def test_a_key_created_in_the_ui_is_shown_once_works_and_is_stored_hashed(app, browser, caplog):
-    from app.clients.models import ApiClient
+    from core.models import ApiClient
 
     caplog.set_level(logging.DEBUG)
     admin = browser("admin")
@@ -116,7 +116,7 @@ def test_a_key_created_in_the_ui_is_shown_once_works_and_is_stored_hashed(app, b
 
 
 def test_moderators_get_403_and_anonymous_users_the_login(app, browser):
-    from app.webhooks.models import WebhookDelivery
+    from core.models import WebhookDelivery
 
     client_id, _ = _make_client(app, "acme", webhook_url=PUBLIC_HOOK)
     with app.extensions["verity.db"].session() as s:
@@ -162,7 +162,7 @@ def test_posts_without_the_csrf_token_are_refused(app, browser):
 
 
 def test_invalid_input_gets_a_form_error_and_changes_nothing(app, browser):
-    from app.clients.models import ApiClient
+    from core.models import ApiClient
 
     admin = browser("admin")
     for data, says in [
@@ -267,9 +267,8 @@ def test_revoke_locks_the_key_out_and_leaves_the_page_read_only(app, browser):
 def test_delivery_log_lists_one_keys_deliveries_and_redeliver_requeues(app, browser, settings, redis_conn):
     from rq import Queue
 
-    from app.models import utcnow
-    from app.webhooks.models import WebhookAttempt, WebhookDelivery
-    from app.webhooks.outbox import job_id
+    from core.models import WebhookAttempt, WebhookDelivery, utcnow
+    from core.webhooks.outbox import job_id
 
     acme_id, _ = _make_client(app, "acme", webhook_url=PUBLIC_HOOK)
     other_id, _ = _make_client(app, "other", webhook_url=PUBLIC_HOOK)
@@ -320,7 +319,7 @@ def test_delivery_log_lists_one_keys_deliveries_and_redeliver_requeues(app, brow
     q = Queue(settings.webhook_queue, connection=redis_conn, serializer="json")
     assert job_id(failed_id) in q.job_ids
     job = q.fetch_job(job_id(failed_id))
-    assert job.func_name == "app.webhooks.jobs.deliver" and job.args == [failed_id]
+    assert job.func_name == "workers.webhooks.deliver" and job.args == [failed_id]
     assert "queued again" in admin.get(r.headers["Location"]).get_data(as_text=True)
     (event,) = _audit(app, "webhook.redelivered")
     assert event.upload_id == upload_id and event.detail["delivery_id"] == failed_id
@@ -335,8 +334,7 @@ def test_delivery_log_lists_one_keys_deliveries_and_redeliver_requeues(app, brow
 
 
 def test_delivery_log_pages_by_fifty(app, browser):
-    from app.models import utcnow
-    from app.webhooks.models import WebhookDelivery
+    from core.models import WebhookDelivery, utcnow
 
     client_id, _ = _make_client(app, "busy", webhook_url=PUBLIC_HOOK)
     t0 = utcnow()

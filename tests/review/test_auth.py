@@ -14,7 +14,7 @@ def test_pages_need_a_login(app, users):
     for url in ("/review/", f"/review/items/{item}", "/review/dashboard", "/admin/rq/"):
         r = c.get(url)
         assert r.status_code == 302 and "/auth/login" in r.headers["Location"], url
-    from app.models import ReviewItem, Upload
+    from core.models import ReviewItem, Upload
 
     with app.extensions["verity.db"].session() as s:
         upload_id = s.get(ReviewItem, item).upload_id
@@ -32,7 +32,7 @@ def test_login_wrong_password_then_right(app, users):
     r = b.login("mod")
     assert r.status_code == 302 and r.headers["Location"].endswith("/review/")
     assert b.get("/review/").status_code == 200
-    from app.models import AuditEvent
+    from core.models import AuditEvent
 
     with app.extensions["verity.db"].session() as s:
         actions = [e.action for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
@@ -40,7 +40,7 @@ def test_login_wrong_password_then_right(app, users):
 
 
 def test_passwords_use_a_slow_salted_kdf(app, users):
-    from app.auth.models import User
+    from core.models import User
 
     with app.extensions["verity.db"].session() as s:
         hashes = [u.password_hash for u in s.scalars(select(User))]
@@ -125,7 +125,7 @@ def test_login_is_rate_limited(app, users):
 
 def test_changing_the_password_ends_sessions(app, browser):
     b = browser("mod")
-    from app.auth.models import User
+    from core.models import User
 
     with app.extensions["verity.db"].session() as s:
         u = s.scalar(select(User).where(User.username == "mod"))
@@ -135,7 +135,7 @@ def test_changing_the_password_ends_sessions(app, browser):
 
 
 def test_cli_user_add(app, settings, monkeypatch):
-    from app.cli import main
+    from cli import main
 
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     runner = CliRunner()

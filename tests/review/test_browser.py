@@ -177,7 +177,7 @@ def test_admin_pages_render(chromium, live_server, seeded):
 def test_admin_keys_pages(chromium, live_server, app, users):
     """Create a key in the form (shown once, with a copy button), open its delivery log and expand
     an attempt log, and revoke it through the confirm dialog (dismissed first: nothing happens)."""
-    from app.webhooks.models import WebhookAttempt, WebhookDelivery
+    from core.models import WebhookAttempt, WebhookDelivery
 
     ARTIFACTS.mkdir(exist_ok=True)
     ctx = chromium.new_context(viewport={"width": 1440, "height": 900})
@@ -199,7 +199,7 @@ def test_admin_keys_pages(chromium, live_server, app, users):
     page.screenshot(path=str(ARTIFACTS / "admin-keys-created.png"), full_page=True)
 
     with app.extensions["verity.db"].session() as s:
-        from app.clients.models import ApiClient
+        from core.models import ApiClient
 
         client_id = s.query(ApiClient.id).filter_by(name="acme").scalar()
         d = WebhookDelivery(client_id=client_id, upload_id="f" * 32, event="upload.analyzed", payload="{}",

@@ -9,21 +9,20 @@ import io
 import pytest
 from sqlalchemy import select
 
-from app import notify
-from app.models import AuditEvent, Decision, ReviewItem, Upload
+from core.models import AuditEvent, Decision, ReviewItem, Upload
 from tests.review.kit import make_item
 
 
 @pytest.fixture
-def sent():
+def sent(app):
+    """What the app's lifecycle told its listeners (the webhook outbox is one of them)."""
     got = []
 
-    def sender(upload, event):
-        got.append((upload.id, event))
+    def listener(upload, status):
+        got.append((upload.id, status))
 
-    notify.register(sender)
-    yield got
-    notify.unregister(sender)
+    app.extensions["verity.lifecycle"].subscribe(listener)
+    return got
 
 
 def _upload_of(app, item_id):
@@ -137,7 +136,7 @@ def test_audit_log_view_and_exports(app, browser):
 
 
 def test_settings_page_changes_what_the_worker_reads(app, browser, settings):
-    from app.review.overrides import effective_routing, effective_settings, review_due_seconds
+    from core.overrides import effective_routing, effective_settings, review_due_seconds
 
     admin = browser("admin")
     form = {"review_threshold": "0.3", "block_threshold": "0.95", "route_no_face": "in_review",

@@ -9,7 +9,7 @@ from mediagen import face_image, jpeg_bytes, no_face_image, write_video
 from PIL import Image
 from sqlalchemy import select
 
-from app.models import ReviewItem, Upload
+from core.models import ReviewItem, Upload
 from tests.review.kit import evidence_for, make_item
 
 
@@ -84,10 +84,9 @@ def test_a_real_analysis_lands_in_the_queue(app, browser, run_jobs, settings):
     admin.post("/review/admin/settings", {"review_threshold": "0.0", "block_threshold": "1.0",
                                           "route_no_face": "in_review", "route_unreadable": "in_review",
                                           "review_sla_hours": "2"})
-    from app.uploads import accept_upload
-
-    with app.test_request_context():
-        up = accept_upload(io.BytesIO(jpeg_bytes(face_image((640, 480), face_height=300))), "face.jpg", "api")
+    with app.extensions["verity.db"].session() as s:
+        up = app.extensions["verity.lifecycle"].accept(
+            s, io.BytesIO(jpeg_bytes(face_image((640, 480), face_height=300))), "face.jpg", "api", actor="api")
     from workers.context import configure
 
     run_jobs(settings)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from app.models import Decision, ReviewItem, Upload, utcnow
+from core.models import Decision, ReviewItem, Upload, utcnow
 from tests.review.kit import make_item
 
 

@@ -28,7 +28,7 @@ def make_app(settings):
 
 
 def add_user(app, name: str, role: str) -> None:
-    from app.auth.models import User
+    from core.models import User
 
     with app.extensions["verity.db"].session() as s:
         u = User(username=name, role=role, active=True)

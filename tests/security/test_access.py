@@ -94,7 +94,7 @@ def test_anonymous_gets_nothing_but_public_routes(access_app):
 
 
 def test_wrong_or_revoked_keys_get_401(access_app):
-    from app.clients import create_client, revoke_client
+    from core.clients import create_client, revoke_client
 
     with access_app.extensions["verity.db"].session() as s:
         create_client(s, "gone")
@@ -110,7 +110,7 @@ def test_wrong_or_revoked_keys_get_401(access_app):
 
 
 def test_a_revoked_key_is_refused(access_app):
-    from app.clients import create_client, revoke_client
+    from core.clients import create_client, revoke_client
 
     with access_app.extensions["verity.db"].session() as s:
         key = create_client(s, "soon-gone").key

@@ -45,11 +45,10 @@ def test_no_secret_reaches_the_logs_or_the_audit_trail(make_app, settings, caplo
     then grep the logs, the audit events and the delivery log for the secret values."""
     from sqlalchemy import select
 
-    from app.clients import create_client
-    from app.models import AuditEvent, Upload
-    from app.webhooks.jobs import deliver_with
-    from app.webhooks.models import WebhookAttempt, WebhookDelivery
-    from app.webhooks.outbox import on_status_change
+    from core.clients import create_client
+    from core.models import AuditEvent, Upload, WebhookAttempt, WebhookDelivery
+    from core.webhooks.delivery import deliver_with
+    from core.webhooks.outbox import Outbox
 
     url, got = receiver
     caplog.set_level(logging.DEBUG)
@@ -70,11 +69,12 @@ def test_no_secret_reaches_the_logs_or_the_audit_trail(make_app, settings, caplo
     c.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})
     login(app, "mod")
     app.test_client().post("/auth/login", data={"username": "mod", "password": PASSWORD + "-wrong"})
-    with app.app_context(), app.extensions["verity.db"].session() as s:
+    outbox = Outbox(settings, app.extensions["verity.db"].engine, app.extensions["verity.redis"])
+    with app.extensions["verity.db"].session() as s:
         up = s.get(Upload, uid)
         up.status = "cleared"
         s.commit()
-        on_status_change(up, "cleared")  # what the worker's notify() does after a verdict
+        outbox.on_status_change(up, "cleared")  # what the worker's lifecycle tells it after a verdict
         delivery = s.scalar(select(WebhookDelivery).where(WebhookDelivery.upload_id == uid))
     assert delivery is not None
     out = deliver_with(settings.with_(webhook_allow_private=True), app.extensions["verity.db"].engine, delivery.id)
@@ -120,8 +120,8 @@ def test_rq_jobs_in_redis_are_json_never_pickle(make_app, authorize, redis_conn,
     assert Job.fetch(uid, connection=redis_conn, serializer="json").args == [uid]
     assert Queue(settings.queue_name, connection=redis_conn, serializer="json").serializer.__name__ \
         .lower().startswith("json")
-    # the workers are built with serializer="json" (workers/worker.py, app/webhooks/worker.py)
-    for mod in ("workers/worker.py", "app/webhooks/worker.py"):
+    # the workers are built with serializer="json" (workers/worker.py, workers/webhooks.py)
+    for mod in ("workers/worker.py", "workers/webhooks.py"):
         assert 'setdefault("serializer", "json")' in (REPO / mod).read_text(), mod
 
 

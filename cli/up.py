@@ -1,0 +1,59 @@
+"""`verity up`: everything on one host with embedded defaults: Redis (unless REDIS_URL), the
+migrations, the web server, the detector workers and the webhook worker; Ctrl-C stops them all."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from cli import embedded_redis
+from cli.options import DATA_DIR_OPTION, redact, settings_for
+from cli.supervisor import Supervisor, child_env
+
+
+@click.command("up")
+@DATA_DIR_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", "num_workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Detector worker processes.")
+def up_command(data_dir: Path | None, host: str, port: int, num_workers: int) -> None:
+    """Start everything with embedded defaults: Redis (unless REDIS_URL), migrations, web, workers."""
+    from core.db import upgrade
+
+    s = settings_for(data_dir)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    redis_proc = None
+    if not s.redis_url:
+        redis_proc, url = embedded_redis.start(s.data_dir)
+        s = s.with_(redis_url=url)
+        click.echo(f"redis     embedded, AOF in {s.data_dir / 'redis'} ({redact(url)})")
+    else:
+        click.echo(f"redis     {redact(s.redis_url)}")
+    try:
+        upgrade(s.database_url)
+        click.echo(f"database  {redact(s.database_url)} (migrated)")
+        env = child_env(s)
+        metrics_dir = s.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        sup = Supervisor()
+        sup.spawn("web", [sys.executable, "-m", "cli", "web", "--host", host, "--port", str(port)],
+                  env, restart=False)
+        sup.spawn("workers", [sys.executable, "-m", "cli", "worker", "-n", str(num_workers)], env,
+                  restart=True)
+        sup.spawn("webhooks", [sys.executable, "-m", "cli", "webhooks", "worker"], env, restart=False)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        click.echo(f"workers   {num_workers}")
+        click.echo(f"Verity is up: http://{shown}:{port}/   (Ctrl-C stops it)", color=False)
+        sys.stdout.flush()
+        rc = sup.run()
+    finally:
+        if redis_proc is not None:
+            embedded_redis.stop(redis_proc, s.data_dir)
+    click.echo("Verity stopped.")
+    sys.exit(rc)

@@ -1,0 +1,151 @@
+"""Every limit and default of the service, named and explained once (cf. rq/defaults.py).
+
+Settings (core/settings.py) read the environment and fall back to these values. The detector's
+own limits (pixels, video seconds, streams, decoded frames, face detection, aggregation) are in
+detector/limits.py: the web process validates uploads with the same detector code and limits
+as the workers, so both agree on what is acceptable.
+"""
+
+from __future__ import annotations
+
+# --- uploads --------------------------------------------------------------------------------
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+"""Largest upload accepted (bytes); larger requests get 413 before the body is stored."""
+
+# --- jobs and queues ------------------------------------------------------------------------
+JOB_TIMEOUT_SECONDS = 10 * 60
+"""RQ job timeout for one analysis (the worst case is a long 4K video on a CPU)."""
+
+JOB_RETRY_INTERVALS = (10, 60, 300)
+"""Seconds between the retries of a failed analysis job; len() is the retry count."""
+
+RESULT_TTL_SECONDS = 24 * 3600
+"""How long RQ keeps a finished job's return value (the DB keeps the analysis for good)."""
+
+FAILURE_TTL_SECONDS = 7 * 24 * 3600
+"""How long RQ keeps a failed job (rq's own default, a year, only fills Redis)."""
+
+WORKER_MAINTENANCE_INTERVAL = 60
+"""Seconds between RQ maintenance runs, which requeue jobs of dead workers (rq default: 600)."""
+
+RECONCILE_INTERVAL_SECONDS = 60
+"""How often the reconciler looks for uploads stuck in queued/analyzing."""
+
+STUCK_AFTER_SECONDS = 15 * 60
+"""An upload queued or analyzing for longer than this, with no live job, is enqueued again."""
+
+# --- routing --------------------------------------------------------------------------------
+DEFAULT_REVIEW_THRESHOLD = 0.5
+"""Fallback review threshold when the model manifest recommends none."""
+
+DEFAULT_BLOCK_THRESHOLD = 0.9
+"""Fallback block threshold when the model manifest recommends none."""
+
+# --- service (web, queue, launcher) ---------------------------------------------------------
+DATA_DIR = "./var"
+"""Where the embedded defaults live: SQLite file, blob folder, embedded Redis AOF, secrets."""
+
+LOG_LEVEL = "INFO"
+"""Log level of every Verity process (VERITY_LOG_LEVEL)."""
+
+QUEUE_NAME = "verity-analyze"
+"""The RQ queue analysis jobs go on."""
+
+UPLOAD_FORM_OVERHEAD_BYTES = 64 * 1024
+"""Room for multipart headers on top of MAX_UPLOAD_BYTES in Flask's MAX_CONTENT_LENGTH."""
+
+BLOCKED_NEEDS_REVIEW = True
+"""A blocked upload also gets a review item so that a human confirms the block."""
+
+ROUTE_NO_FACE = "cleared"
+"""Status for a `no_face` result: nothing for a face-forgery detector to judge. The label stays
+`no_face`, never "authentic" (DESIGN.md); operators who want a human look set `in_review`."""
+
+ROUTE_UNREADABLE = "in_review"
+"""Status for an `unreadable` result that passed the door: fail closed, a human looks."""
+
+REVIEW_DUE_SECONDS = 24 * 3600
+"""A review item is due this long after it is created (the review UI orders by it)."""
+
+WORKER_HEARTBEAT_TTL_SECONDS = 120
+"""How long a worker's provider record lives in Redis without a refresh (readiness checks it)."""
+
+WEB_WORKERS = 2
+"""Gunicorn worker processes started by `verity web` / `verity up`."""
+
+WEB_THREADS = 4
+"""Threads per gunicorn worker (gthread): uploads wait on disk and Redis, not on the CPU."""
+
+SHUTDOWN_GRACE_SECONDS = 30
+"""How long `verity up` waits for its children after SIGTERM before it kills them."""
+
+# --- platform API (issue 5) -----------------------------------------------------------------
+API_KEY_PREFIX = "vk_"
+"""API keys start with this, so that secret scanners and people can tell them apart."""
+
+API_KEY_BYTES = 32
+"""Random bytes in an API key (256 bits; stored as sha256, which is enough for such entropy)."""
+
+API_RATE_LIMIT = "600/minute"
+"""Default per-key request limit (Flask-Limiter syntax) for keys without their own."""
+
+API_MAX_QUEUE_DEPTH = 5000
+"""Back-pressure: past this many queued analysis jobs, new submits get 503 with Retry-After."""
+
+API_BACKPRESSURE_RETRY_AFTER = 30
+"""Seconds a client is told to wait (Retry-After) when the analysis queue is full."""
+
+API_MAX_WAIT_SECONDS = 30
+"""Upper bound on `?wait=` long polls; the server answers with the current state at the end."""
+
+API_BATCH_MAX_FILES = 20
+"""Most files accepted by one POST /uploads:batch."""
+
+API_METADATA_MAX_BYTES = 4096
+"""Largest `metadata` JSON object (serialised) stored with an upload."""
+
+WEBHOOK_QUEUE = "webhooks"
+"""The RQ queue webhook deliveries go on; never the analysis queue, so a dead endpoint cannot
+slow analysis down."""
+
+WEBHOOK_TIMEOUT_SECONDS = 10.0
+"""Connect and read timeout of one webhook attempt."""
+
+WEBHOOK_RETRY_INTERVALS = (30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600)
+"""Seconds between webhook attempts: exponential-ish back-off over about a day."""
+
+WEBHOOK_MAX_REDIRECTS = 3
+"""Redirects a webhook attempt follows, each target checked by the outbound guard."""
+
+WEBHOOK_SIGNATURE_TOLERANCE_SECONDS = 300
+"""Receivers should refuse a signature whose timestamp is further off than this (replays)."""
+
+WEBHOOK_STUCK_AFTER_SECONDS = 120
+"""An outbox row due for longer than this, with no live job, is enqueued again."""
+
+# --- review queue (issue 4) -----------------------------------------------------------------
+REVIEW_CLAIM_SECONDS = 10 * 60
+"""A claim on a review item lasts this long; the open evidence page renews it (heartbeat)."""
+
+REVIEW_HEARTBEAT_SECONDS = 60
+"""How often the evidence page renews its claim (well inside REVIEW_CLAIM_SECONDS)."""
+
+REVIEW_PAGE_SIZE = 50
+"""Rows per page in the review queue, the audit log and a key's webhook delivery log."""
+
+REVIEW_TOP_FACES = 6
+"""Top-scoring face crops shown on the evidence page."""
+
+REVIEW_CROP_SIDE = 160
+"""Longest side (pixels) of a face crop thumbnail; crops are cached in the data dir."""
+
+LOGIN_RATE_LIMIT = "10/minute;50/hour"
+"""Login attempts per client address (Flask-Limiter syntax); failures and successes count."""
+
+SESSION_HOURS = 12
+"""A moderator's session lasts one shift, then they sign in again."""
+
+SPOOL_MAX_AGE_SECONDS = 3600
+"""Temp files (upload spools, S3 downloads) older than this in `<data>/tmp` are left-overs of a
+killed process and are removed when a web or worker process starts. Longer than any request
+or job can live (gunicorn timeout, JOB_TIMEOUT_SECONDS)."""

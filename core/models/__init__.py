@@ -1,0 +1,19 @@
+"""The records: the database is the system of record, Redis only a queue (DESIGN.md).
+
+One module per concern, each importing only `core.models.base`; this package imports them all,
+so that `Base.metadata` holds every table wherever the models are loaded (Alembic, the web
+app, the workers, the schema tests).
+"""
+
+from core.models.accounts import Role, User
+from core.models.base import Base, new_id, utcnow
+from core.models.clients import ApiClient
+from core.models.runtime_settings import RuntimeSetting
+from core.models.uploads import Analysis, AuditEvent, Decision, ReviewItem, ReviewState, Status, Upload
+from core.models.webhooks import DeliveryState, WebhookAttempt, WebhookDelivery
+
+__all__ = [
+    "Analysis", "ApiClient", "AuditEvent", "Base", "Decision", "DeliveryState", "ReviewItem", "ReviewState",
+    "Role", "RuntimeSetting", "Status", "Upload", "User", "WebhookAttempt", "WebhookDelivery", "new_id",
+    "utcnow",
+]

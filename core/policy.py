@@ -1,0 +1,62 @@
+"""Routing policy: from a detector label and score to an upload status (pure; DESIGN.md).
+
+    score <  review            -> cleared
+    review <= score < block    -> in_review   (review item "score_in_review_band")
+    score >= block             -> blocked     (+ review item "blocked" to confirm, by default)
+    no_face                    -> settings.route_no_face (default cleared: nothing to judge; the
+                                  label stays no_face, the service never calls it "authentic")
+    unreadable                 -> settings.route_unreadable (default in_review: fail closed)
+    job failed for good        -> in_review   (review item "analysis_failed"; see workers/jobs.py)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.result import Label
+
+PRIORITY = {"blocked": 30, "analysis_failed": 25, "unreadable": 20, "score_in_review_band": 10, "no_face": 5}
+"""Review queue order (higher first): blocks waiting for confirmation before grey-band items."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    review: float
+    block: float
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.review <= self.block <= 1.0):
+            raise ValueError(f"thresholds must satisfy 0 <= review <= block <= 1, got {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    status: str
+    review_reason: str | None
+    """Set when a review item must be opened."""
+
+    @property
+    def priority(self) -> int:
+        return PRIORITY.get(self.review_reason or "", 0)
+
+
+def route(label: str | Label, score: float | None, thresholds: Thresholds, *,
+          no_face: str = "cleared", unreadable: str = "in_review",
+          blocked_needs_review: bool = True) -> Routing:
+    label = Label(label)
+    if label is Label.NO_FACE:
+        return Routing(no_face, "no_face" if no_face != "cleared" else None)
+    if label is Label.UNREADABLE:
+        return Routing(unreadable, "unreadable" if unreadable != "cleared" else None)
+    if score is None:
+        # A scored label without a score is a detector fault: never clear it.
+        return Routing("in_review", "analysis_failed")
+    if score >= thresholds.block:
+        return Routing("blocked", "blocked" if blocked_needs_review else None)
+    if score >= thresholds.review:
+        return Routing("in_review", "score_in_review_band")
+    return Routing("cleared", None)
+
+
+def failed_routing() -> Routing:
+    return Routing("in_review", "analysis_failed")

@@ -1,0 +1,187 @@
+"""Request and response schemas of the platform API (pydantic); the OpenAPI document is built
+from these (app/api/openapi.py) and the responses are produced through them, so the spec and the
+server cannot drift apart."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core import defaults
+
+Decision = Literal["allow", "review", "block"]
+Event = Literal["upload.analyzed", "upload.decided", "upload.failed"]
+
+
+class Error(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `unauthorized`, `rate_limited`.")
+    message: str
+    request_id: str
+
+
+class Links(BaseModel):
+    self: str
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class FrameSummary(BaseModel):
+    index: int
+    timestamp: float
+    faces: int
+    score: float | None
+
+
+class EvidenceSummary(BaseModel):
+    frames_analyzed: int
+    frames_with_faces: int
+    faces: int
+    top_frames: list[FrameSummary] = Field(description="The highest-scoring frames, best first (at most 5).")
+
+
+class AnalysisOut(BaseModel):
+    label: str
+    score: float | None = Field(description="Null unless this key may see raw scores.")
+    reasons: list[str]
+    model: ModelRef
+    provider: str
+    reused: bool
+    faces: int
+    timings_ms: dict[str, float]
+    evidence: EvidenceSummary | None = Field(default=None, description="Only for keys that may see scores.")
+
+
+class ReviewOut(BaseModel):
+    reason: str
+    state: str
+
+
+class UploadOut(BaseModel):
+    """The upload as GET /uploads/{id} returns it; also the body of every webhook."""
+
+    id: str
+    status: str = Field(description="queued, analyzing, cleared, in_review, blocked, confirmed_fake, "
+                                    "authentic, inconclusive, or withdrawn")
+    terminal: bool = Field(description="False while queued or analyzing.")
+    decision: Decision | None = Field(description="allow / review / block once analysed; null before, "
+                                                  "and for a withdrawn upload.")
+    label: str | None
+    reasons: list[str]
+    model_version: str | None
+    score: float | None = Field(description="Null unless this key may see raw scores.")
+    external_id: str | None
+    metadata: dict[str, Any] | None
+    kind: str
+    mime: str
+    bytes: int
+    sha256: str
+    created_at: datetime
+    updated_at: datetime
+    analysis: AnalysisOut | None
+    review: ReviewOut | None
+    links: Links
+
+
+class UploadAccepted(BaseModel):
+    id: str
+    status: str
+    links: Links
+
+
+class UploadList(BaseModel):
+    items: list[UploadOut]
+
+
+class BatchItem(BaseModel):
+    index: int
+    id: str | None = None
+    status: str | None = None
+    links: Links | None = None
+    error: Error | None = None
+
+
+class BatchAccepted(BaseModel):
+    items: list[BatchItem]
+
+
+class DeliveryAttemptOut(BaseModel):
+    url: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    created_at: datetime
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    event: Event
+    upload_id: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    attempt_log: list[DeliveryAttemptOut] | None = None
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]
+
+
+class ClientOut(BaseModel):
+    """The calling key's own settings (GET /me)."""
+
+    id: str
+    name: str
+    key_prefix: str
+    webhook_url: str | None
+    show_score: bool
+    rate_limit: str
+    review_threshold: float | None
+    block_threshold: float | None
+
+
+class SubmitOptions(BaseModel):
+    """Optional fields of a submit: form fields (multipart) or query parameters (raw body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str | None = Field(default=None, min_length=1, max_length=255)
+    metadata: dict[str, Any] | None = None
+    filename: str | None = Field(default=None, max_length=255)
+
+    @field_validator("external_id", "filename")
+    @classmethod
+    def _no_control_characters(cls, v: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL, and no id or file name needs a control character.
+        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("must not contain control characters")
+        return v
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _parse_metadata(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                raise ValueError("metadata must be a JSON object") from None
+        if v is not None and not isinstance(v, dict):
+            raise ValueError("metadata must be a JSON object")
+        if v is not None and "\\u0000" in json.dumps(v):
+            raise ValueError("metadata must not contain NUL characters")  # PostgreSQL JSON cannot
+        if v is not None and len(json.dumps(v, separators=(",", ":"))) > defaults.API_METADATA_MAX_BYTES:
+            raise ValueError(f"metadata is larger than {defaults.API_METADATA_MAX_BYTES} bytes as JSON")
+        return v
+
+
+RESPONSE_MODELS = (UploadOut, UploadAccepted, UploadList, BatchAccepted, DeliveryOut, DeliveryList,
+                   ClientOut, Error)

@@ -1,0 +1,54 @@
+"""The detector's limits and defaults, each named and explained once (cf. rq/defaults.py).
+
+The detector takes them as arguments (media caps, face detection, aggregation, frames); these
+are the values used when the caller passes none. The service's own limits (upload bytes, job
+timeouts, TTLs, thresholds) are in core/defaults.py.
+"""
+
+from __future__ import annotations
+
+# --- execution ------------------------------------------------------------------------------
+DEVICES = ("auto", "cpu", "cuda")
+"""Where the ONNX sessions run: `auto` takes CUDA when the provider exists (detector/runtime.py)."""
+
+# --- media ----------------------------------------------------------------------------------
+MAX_IMAGE_PIXELS = 40_000_000
+"""Pixel cap for still images (width * height); above it the image is a decompression bomb."""
+
+MAX_VIDEO_PIXELS = 3840 * 2160
+"""Largest video frame (width * height) a worker will decode: 4K."""
+
+MAX_VIDEO_SECONDS = 15 * 60.0
+"""Longest video (seconds) a worker will analyse."""
+
+MAX_VIDEO_STREAMS = 16
+"""A container with more streams than this is refused (a cheap DoS otherwise)."""
+
+MAX_DECODED_FRAMES = 20_000
+"""Upper bound on frames decoded while sampling one video, whatever the container claims."""
+
+DEFAULT_SAMPLED_FRAMES = 32
+"""Frames sampled evenly over a video's duration."""
+
+MAX_SAMPLED_FRAMES = 256
+"""Upper bound on --frames / VERITY_FRAMES."""
+
+# --- face detection -------------------------------------------------------------------------
+DETECT_MAX_SIDE = 640
+"""Frames are downscaled so that their longer side is at most this before face detection."""
+
+DETECT_SCORE_THRESHOLD = 0.8
+"""RetinaFace confidence below which a candidate box is dropped."""
+
+DETECT_NMS_IOU = 0.4
+"""IoU above which overlapping face boxes are merged (non-maximum suppression)."""
+
+MIN_FACE_PIXELS = 40
+"""Faces whose shorter box side is smaller than this (in original pixels) are ignored."""
+
+MAX_FACES_PER_FRAME = 8
+"""At most this many faces (largest first) are classified per frame."""
+
+# --- aggregation ----------------------------------------------------------------------------
+TOP_K_FRAMES = 4
+"""Item score = mean of the top-k frames' highest face score (k capped by frames with a face)."""

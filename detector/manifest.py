@@ -1,0 +1,162 @@
+"""`models/<name>/model.json`: everything the runtime needs to know to use a classifier.
+
+The manifest is the contract between training/ (which writes it) and the runtime (which reads
+it). An operator can drop in their own ONNX model by writing one of these next to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_MODEL = "verity-sbi"
+"""Model used when none is named (VERITY_MODEL unset)."""
+
+
+class ManifestError(Exception):
+    """The model manifest or its file is missing, malformed, or does not match its checksum."""
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "input"
+    size: int = Field(gt=15, le=1024)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    color: Literal["RGB", "BGR"] = "RGB"
+    scale: float = 255.0
+    """Pixels are divided by this first, then normalised with mean/std."""
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    """Per channel, always in R, G, B order (also when `color` is BGR: the runtime reorders them)."""
+
+
+class CropSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    margin: float = Field(default=1.3, ge=1.0, le=3.0)
+    """Side of the square crop as a multiple of the larger face-box side."""
+    align: bool = False
+    """Rotate the crop so that the eyes are level (from the detector's landmarks)."""
+
+
+class OutputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "logit"
+    kind: Literal["logit", "probability", "logits2"] = "logit"
+    """logit: one value per crop, sigmoid gives P(fake); probability: P(fake) directly;
+    logits2: two values per crop (real, fake), softmax gives P(fake)."""
+    meaning: str = "manipulated face"
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["none", "temperature"] = "none"
+    temperature: float = Field(default=1.0, gt=0)
+
+
+class TestTimeAugmentation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hflip: bool = False
+    """Also classify each crop mirrored left-right and average the two raw outputs (logits).
+    Doubles the classifier's batch; training/export.py turns it on only when it raised the
+    validation AUC, and fits the temperature and thresholds on the averaged outputs."""
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    review: float = Field(ge=0, le=1)
+    block: float = Field(ge=0, le=1)
+
+    @field_validator("block")
+    @classmethod
+    def _block_above_review(cls, v: float, info) -> float:
+        review = info.data.get("review")
+        if review is not None and v < review:
+            raise ValueError("block threshold must be >= review threshold")
+        return v
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    version: str
+    file: str = "model.onnx"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input: InputSpec
+    crop: CropSpec = CropSpec()
+    output: OutputSpec = OutputSpec()
+    calibration: Calibration = Calibration()
+    tta: TestTimeAugmentation = TestTimeAugmentation()
+    thresholds: Thresholds
+    training: dict = Field(default_factory=dict)
+    metrics: dict = Field(default_factory=dict)
+
+    path: Path | None = Field(default=None, exclude=True)
+    """Directory the manifest was read from (not part of the file)."""
+
+    @property
+    def model_path(self) -> Path:
+        assert self.path is not None
+        return self.path / self.file
+
+
+REPOSITORY_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+"""The repository's `models/`, next to the installed packages: where named models are looked up
+when no other folder is given (VERITY_MODELS_DIR)."""
+
+
+def resolve_model_dir(model: str | os.PathLike | None, models_dir: str | os.PathLike | None = None) -> Path:
+    """A model is named by a directory path, a path to its model.json, or a name under
+    `models_dir` (default: the repository's models/); None names the shipped default."""
+    if model is None or model == "":
+        model = DEFAULT_MODEL
+    p = Path(model)
+    if p.name == "model.json":
+        return p.parent
+    if p.is_dir():
+        return p
+    where = Path(models_dir) if models_dir else REPOSITORY_MODELS_DIR
+    candidate = where / str(model)
+    if candidate.is_dir():
+        return candidate
+    raise ManifestError(f"model {str(model)!r} not found: not a directory and not under {where}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(model: str | os.PathLike | None = None, verify: bool = True,
+                  models_dir: str | os.PathLike | None = None) -> Manifest:
+    """Read and validate a manifest; with verify, refuse a model file whose sha256 differs."""
+    directory = resolve_model_dir(model, models_dir)
+    mpath = directory / "model.json"
+    try:
+        raw = json.loads(mpath.read_text())
+    except FileNotFoundError as e:
+        raise ManifestError(f"{mpath} does not exist") from e
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{mpath} is not valid JSON: {e}") from e
+    try:
+        manifest = Manifest.model_validate(raw)
+    except Exception as e:  # pydantic.ValidationError, with the field names in its message
+        raise ManifestError(f"{mpath} is not a valid model manifest: {e}") from e
+    manifest.path = directory
+    if not manifest.model_path.is_file():
+        raise ManifestError(f"model file {manifest.model_path} does not exist")
+    if verify:
+        actual = sha256_file(manifest.model_path)
+        if actual != manifest.sha256:
+            raise ManifestError(
+                f"sha256 mismatch for {manifest.model_path}: manifest says {manifest.sha256}, "
+                f"file is {actual}; refusing to load a model that is not the one described"
+            )
+    return manifest

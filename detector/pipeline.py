@@ -1,0 +1,159 @@
+"""The detector: media -> faces -> crops -> classifier -> aggregate -> DetectionResult.
+
+Build one `Detector` per process, after any fork (see workers/worker.py), and reuse it: it
+holds two onnxruntime sessions. `analyze_*` never raises for bad media; it returns an
+`unreadable` result with the reason. It raises only for faults of the installation (model
+missing, provider not obtained), which must be fixed by an operator, not retried.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from detector import limits, media
+from detector.aggregate import item_score, label_for
+from detector.classifier import Classifier
+from detector.crops import crop_face
+from detector.faces import FaceDetector, retinaface_onnx_bytes
+from detector.manifest import Manifest, load_manifest
+from detector.result import DetectionResult, FaceEvidence, FrameEvidence, Label, MediaInfo
+from detector.runtime import DEVICES, make_session
+
+
+class Detector:
+    def __init__(self, model: str | os.PathLike | None = None, device: str = "auto",
+                 frames: int = limits.DEFAULT_SAMPLED_FRAMES, threads: int | None = None,
+                 manifest: Manifest | None = None, *, models_dir: str | os.PathLike | None = None,
+                 spin: bool = False) -> None:
+        """Everything is passed in (the caller's Settings hold the operator's choices): `model`
+        and `models_dir` as load_manifest takes them, `device` one of DEVICES, `frames` sampled
+        per video, `threads` per session (default: the CPUs this process may use), `spin` for
+        onnxruntime's idle threads (make_session)."""
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        self.device = device
+        self.frames = frames
+        if not 1 <= self.frames <= limits.MAX_SAMPLED_FRAMES:
+            raise ValueError(f"frames must be between 1 and {limits.MAX_SAMPLED_FRAMES}")
+        self.manifest = manifest or load_manifest(model, models_dir=models_dir)
+        self.classifier = Classifier(self.manifest, device, threads, spin)
+        session, face_provider = make_session(retinaface_onnx_bytes(), device, threads, spin)
+        self.face_detector = FaceDetector(session)
+        self.provider = self.classifier.provider
+        self.face_provider = face_provider
+        self.top_k = limits.TOP_K_FRAMES
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def model_version(self) -> str:
+        return self.manifest.version
+
+    def warmup(self) -> None:
+        """One run through each session so that the first real item pays no set-up cost."""
+        rng = np.random.default_rng(0)
+        img = rng.integers(0, 255, size=(360, 640, 3), dtype=np.uint8)
+        self.face_detector.detect(img)
+        size = self.manifest.input.size
+        self.classifier(np.zeros((2, size, size, 3), dtype=np.uint8))
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        return self.classifier(crops)
+
+    # --- entry points -----------------------------------------------------------------------
+
+    def analyze_path(self, path: str | os.PathLike, progress=None) -> DetectionResult:
+        """Analyse a file. progress(done, total) is called after each sampled video frame."""
+        return self._analyze(Path(path), progress)
+
+    def analyze_bytes(self, data: bytes) -> DetectionResult:
+        return self._analyze(data)
+
+    def analyze_image(self, rgb: np.ndarray) -> DetectionResult:
+        t0 = time.perf_counter()
+        info = MediaInfo(kind="image", format="array", width=rgb.shape[1], height=rgb.shape[0], frame_count=1)
+        timings = {"decode": 0.0, "detect": 0.0, "crop": 0.0}
+        crops: list[np.ndarray] = []
+        frames = [self._detect_frame(0, 0.0, rgb, crops, timings)]
+        return self._finish(frames, crops, info, timings, t0)
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _result(self, label: Label, score, reasons, info, frames, timings) -> DetectionResult:
+        return DetectionResult(label=label, score=score, reasons=reasons, model_name=self.model_name,
+                               model_version=self.model_version, provider=self.provider, media=info,
+                               frames=frames, timings_ms={k: round(v, 2) for k, v in timings.items()})
+
+    def _unreadable(self, err: media.UnreadableMedia, info, timings, t0) -> DetectionResult:
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        return self._result(Label.UNREADABLE, None, [f"{err.reason}: {err.message}"], info, [], timings)
+
+    def _detect_frame(self, index: int, ts: float, rgb: np.ndarray, crops: list, timings) -> FrameEvidence:
+        t = time.perf_counter()
+        faces = self.face_detector.detect(rgb)
+        t2 = time.perf_counter()
+        timings["detect"] += (t2 - t) * 1000
+        size, crop = self.manifest.input.size, self.manifest.crop
+        evidence = []
+        for f in faces:
+            crops.append(crop_face(rgb, f.box, f.landmarks, size, crop.margin, crop.align))
+            evidence.append(FaceEvidence(box=[round(float(v), 1) for v in f.box],
+                                         landmarks=[[round(float(x), 1), round(float(y), 1)] for x, y in f.landmarks],
+                                         detection_score=round(f.score, 4)))
+        timings["crop"] += (time.perf_counter() - t2) * 1000
+        return FrameEvidence(index=index, timestamp=ts, faces=evidence)
+
+    def _analyze(self, src, progress=None) -> DetectionResult:
+        t0 = time.perf_counter()
+        timings = {"decode": 0.0, "detect": 0.0, "crop": 0.0}
+        info = None
+        try:
+            kind, _ = media.identify(src)
+        except media.UnreadableMedia as e:
+            return self._unreadable(e, None, timings, t0)
+        crops: list[np.ndarray] = []
+        frames: list[FrameEvidence] = []
+        try:
+            if kind == "image":
+                t = time.perf_counter()
+                rgb, info = media.load_image(src)
+                timings["decode"] += (time.perf_counter() - t) * 1000
+                frames.append(self._detect_frame(0, 0.0, rgb, crops, timings))
+                del rgb
+            else:
+                info_out: list[MediaInfo] = []
+                it = media.sample_video(src, self.frames, info_out=info_out)
+                while True:
+                    t = time.perf_counter()
+                    frame = next(it, None)
+                    timings["decode"] += (time.perf_counter() - t) * 1000
+                    if frame is None:
+                        break
+                    info = info_out[0]
+                    frames.append(self._detect_frame(frame.index, frame.timestamp, frame.image, crops, timings))
+                    if progress is not None:
+                        progress(len(frames), self.frames)
+                info = info_out[0] if info_out else info
+        except media.UnreadableMedia as e:
+            return self._unreadable(e, info, timings, t0)
+        return self._finish(frames, crops, info, timings, t0)
+
+    def _finish(self, frames, crops, info, timings, t0) -> DetectionResult:
+        t = time.perf_counter()
+        if crops:
+            scores = self.classifier(np.stack(crops))
+            it = iter(scores.tolist())
+            for fr in frames:
+                for face in fr.faces:
+                    face.fake_score = round(next(it), 4)
+        timings["classify"] = (time.perf_counter() - t) * 1000
+        score = item_score(frames, self.top_k)
+        label, reasons = label_for(score, self.manifest.thresholds.review, frames, info.kind if info else "image")
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        return self._result(label, None if score is None else round(score, 4), reasons, info, frames, timings)
