@@ -1,6 +1,7 @@
-"""MODEL_CARD.md as `python -m training.export` writes it: for the same inputs, the card is byte for
-byte the one in tests/golden/model_card/, which the f-string `write_card` of training/export.py
-wrote before the card's text moved into training/templates/model_card.md.j2 (commit dd2977a).
+"""MODEL_CARD.md as `python -m training.export` writes it (training.model_card.write_card): for the
+same inputs, the card is byte for byte the one in tests/golden/model_card/, which the f-string
+`write_card` of training/export.py wrote before the card's text moved into
+training/templates/model_card.md.j2 (commit dd2977a).
 
 Each case is the (manifest, cfg, history, notes) that export.main hands to the card: the shipped
 models/verity-sbi/model.json for the fields an export writes at the top level, with the training
@@ -207,7 +208,7 @@ def render(write_card, name: str, tmp: Path) -> bytes:
 
 @pytest.mark.parametrize("name", sorted(cases()))
 def test_the_card_is_byte_for_byte_the_golden_one(name, tmp_path):
-    from training.export import write_card
+    from training.model_card import write_card
 
     assert render(write_card, name, tmp_path) == (GOLDEN / f"{name}.md").read_bytes()
 
