@@ -304,3 +304,24 @@ def apply_splits(records: list[FaceRecord], splits: dict) -> dict[str, list[Face
 def save_json(obj: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def load_split_records(cfg: dict) -> tuple[dict[str, list[FaceRecord]], dict]:
+    """The faces of a run's config (`--real` ...), split by its identity splits file (reused when it
+    exists, written otherwise): ({"train", "val", "test"} -> records, the splits)."""
+    records = load_corpus(cfg["real"], cfg["id_rule"], cfg["video_frames"], exclude=cfg.get("exclude"),
+                          faces_per_image=cfg.get("faces_per_image", 1),
+                          cache_dir=Path(cfg.get("cache") or CACHE_DIR),
+                          cache_size=cfg.get("cache_size", CACHE_SIZE))
+    splits_path = Path(cfg["splits"])
+    if splits_path.exists():
+        splits = json.loads(splits_path.read_text())
+    else:
+        splits = make_splits(records, cfg["seed"], cfg["val_frac"], cfg["test_frac"], cfg["id_rule"])
+        save_json(splits, splits_path)
+        print(f"wrote identity splits to {splits_path}")
+    parts = apply_splits(records, splits)
+    # Validation (checkpoint choice, calibration) scores the main face of each photo, as it always
+    # has; the background faces of --faces-per-image are for training only.
+    parts["val"] = [r for r in parts["val"] if r.face == 0]
+    return parts, splits

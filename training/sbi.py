@@ -305,7 +305,7 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
     inside the same random SBI mask. Returns (fake uint8 like image, effective mask).
 
     Only pixels where the mask is > 0 change. The donor must be a different person; that is
-    the caller's business (training/train.py picks one of similar pose from another identity).
+    the caller's business (training/views.py's Donors picks one of similar pose from another identity).
     """
     from training.faceswap import similarity_transform, warp
 

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from training.export import fit_temperature, rate_threshold, sigmoid
+from training.calibration import fit_temperature, rate_threshold, sigmoid
 from detector import evaluation as ev
 
 FAKE_SETS = ("swap-heldout", "swap-poisson-heldout", "sbi-heldout")

@@ -1,0 +1,89 @@
+"""Classifier crops of a cached face, as training and validation see them: real, or faked on the
+fly (a Self-Blended Image, or a cross-identity blend with a donor face of similar pose), then
+degraded like an upload and cropped with the runtime's own `crop_face`. numpy + Pillow: no torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from training import data as D
+from training import sbi
+
+
+def jitter_box(box: np.ndarray, rng: np.random.Generator, amount: float = 0.04) -> np.ndarray:
+    """Detector noise: move each box side by up to `amount` of the face size."""
+    s = max(box[2] - box[0], box[3] - box[1])
+    return (box + rng.uniform(-amount, amount, 4) * s).astype(np.float32)
+
+
+def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int, margin: float,
+              align: bool, train: bool, degrade_fixed: tuple[float, int] | None = None,
+              donor: D.FaceRecord | None = None, p_video: float = 0.0, xray_grid: int = 0,
+              occluder: tuple[np.ndarray, np.ndarray] | None = None):
+    """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
+    cross-identity blend), degraded like an upload (random when training, fixed otherwise).
+    `occluder` (sbi.draw_occluder on rec.native_view()) is painted over it after the blend.
+    With xray_grid, (crop, its Face X-ray on an xray_grid square map: zeros for a real face,
+    and nothing where the occluder covers the boundary)."""
+    from detector.crops import crop_face
+
+    img, box, lms = rec.native_view()  # blend at the detail the photo had, never upsampled
+    mask = None
+    if fake and donor is not None:
+        dimg, _, dlms = donor.native_view()
+        img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng)
+    elif fake:
+        img, mask = sbi.self_blend(img, box, lms, rng)
+    edge = sbi.boundary(mask) if xray_grid and mask is not None and float(mask.max()) > 0 else None
+    if occluder is not None:
+        img = sbi.occlude(img, occluder)
+        if edge is not None:
+            edge = edge * (1.0 - occluder[0])
+    ref = img.shape[0] / rec.image.shape[0]
+    if train:
+        img, box, lms = sbi.degrade(img, box, lms, rng, p_video=p_video, reference=ref)
+        box = jitter_box(box, rng)
+    elif degrade_fixed is not None:
+        scale, quality = degrade_fixed
+        img, box, lms = sbi.degrade(img, box, lms, rng, jpeg_range=(quality, quality),
+                                    scale_range=(scale, scale), p_scale=1.0, p_jpeg=1.0, reference=ref)
+    crop = crop_face(img, box, lms, size, margin=margin, align=align)
+    maps = []
+    if edge is not None:
+        m8 = np.clip(np.rint(edge * 255), 0, 255).astype(np.uint8)
+        if m8.shape != img.shape[:2]:  # degrade() resized the image: the map follows
+            m8 = np.asarray(Image.fromarray(m8).resize((img.shape[1], img.shape[0]), Image.BILINEAR))
+        maps = [crop_face(np.repeat(m8[..., None], 3, axis=2), box, lms, size, margin=margin, align=align)[..., 0]]
+    if train:
+        crop = sbi.augment(crop, rng, also=maps)
+    if not xray_grid:
+        return crop
+    xmap = sbi.pool(maps[0].astype(np.float32) / 255.0, xray_grid) if maps else np.zeros((xray_grid,) * 2, np.float32)
+    return crop, xmap
+
+
+class Donors:
+    """Donor faces for cross-identity blends: for a target face, one of the faces of OTHER
+    identities whose 5-landmark geometry (pose, face shape) is closest, among `candidates`
+    drawn at random, from the same source folder (kind of photo) with probability `same_source`
+    (Face X-ray picks donors by landmark distance too)."""
+
+    def __init__(self, records, candidates: int = 24, same_source: float = 0.8) -> None:
+        self.records = records
+        self.geometry = np.stack([sbi.face_geometry(r.landmarks) for r in records]) if records else None
+        self.ids = np.array([r.identity for r in records])
+        folders = np.array([r.source.split("/")[0] for r in records])
+        self.by_folder = {f: np.nonzero(folders == f)[0] for f in set(folders.tolist())}
+        self.folders = folders
+        self.candidates, self.same_source = candidates, same_source
+
+    def pick(self, i: int, rng: np.random.Generator) -> D.FaceRecord | None:
+        pool = self.by_folder[self.folders[i]] if rng.random() < self.same_source else np.arange(len(self.records))
+        cand = pool[rng.integers(0, len(pool), size=min(self.candidates, len(pool)))]
+        cand = cand[self.ids[cand] != self.ids[i]]
+        if len(cand) == 0:
+            return None
+        d = np.linalg.norm(self.geometry[cand] - self.geometry[i], axis=1)
+        return self.records[int(cand[int(np.argmin(d))])]
