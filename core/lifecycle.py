@@ -38,6 +38,7 @@ from redis import Redis
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.utils import secure_filename
 
 from core import metrics
@@ -215,7 +216,7 @@ class Lifecycle:
         audit(session, "analysis.started", actor, upload_id=upload.id, before=Status.QUEUED,
               after=Status.ANALYZING, request_id=upload.request_id, at=now)
         session.commit()
-        upload.status, upload.updated_at = Status.ANALYZING, now
+        _mirror(upload, Status.ANALYZING, now)
         self._notify(upload, Status.ANALYZING)
         return True
 
@@ -243,7 +244,7 @@ class Lifecycle:
             # Another delivery of the same job stored it first (unique upload/model): its answer stands.
             session.rollback()
             return False
-        upload.status, upload.updated_at = routing.status, now
+        _mirror(upload, routing.status, now)
         metrics.VERDICTS.labels(label=analysis.label, status=routing.status).inc()
         self._notify(upload, routing.status)
         return True
@@ -402,6 +403,13 @@ def _move(session: Session, upload_id: str, from_statuses, to_status: str, now: 
         update(Upload).where(Upload.id == upload_id, Upload.status.in_(tuple(from_statuses)))
         .values(status=to_status, updated_at=now, **values)
         .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _mirror(upload: Upload, status: str, now: datetime) -> None:
+    """Show the committed status on the caller's object without marking it dirty (a plain
+    assignment would make the next flush UPDATE the row a second time)."""
+    set_committed_value(upload, "status", status)
+    set_committed_value(upload, "updated_at", now)
 
 
 def _open_review_item(session: Session, upload_id: str, routing: Routing, now: datetime,

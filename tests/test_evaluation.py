@@ -1,4 +1,4 @@
-"""workers/detector/evaluation.py: metrics against known values, data sets, and `verity eval` end to end."""
+"""detector/evaluation.py: metrics against known values, data sets, and `verity eval` end to end."""
 
 from __future__ import annotations
 

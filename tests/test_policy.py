@@ -1,4 +1,4 @@
-"""The routing policy is a pure function (app/policy.py)."""
+"""The routing policy is a pure function (core/policy.py)."""
 
 from __future__ import annotations
 

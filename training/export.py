@@ -13,7 +13,7 @@
   least 0.002 (on/off force it); calibration and thresholds are fitted on what the runtime computes.
 * --quantize tries int8 dynamic quantisation (onnxruntime.quantization) and keeps it only if
   the validation AUC drops by less than 0.005.
-* model.json validates against workers.detector.manifest.Manifest; sha256 of model.onnx.
+* model.json validates against detector.manifest.Manifest; sha256 of model.onnx.
 * MODEL_CARD.md; the text between <!-- EVAL:BEGIN --> and <!-- EVAL:END --> of an existing card
   is kept (it belongs to the evaluation script).
 """

@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from training.calibration import fit_temperature, rate_threshold, sigmoid
 from detector import evaluation as ev
+from training.calibration import fit_temperature, rate_threshold, sigmoid
 
 FAKE_SETS = ("swap-heldout", "swap-poisson-heldout", "sbi-heldout")
 REAL_SET = "heldout-real"

@@ -31,8 +31,8 @@ def validation_swaps(records, size, margin, align):
     swap made with the EVALUATION recipe (training/faceswap.py) from another validation person
     of the same source folder. Its AUC is printed per epoch to compare training recipes on
     validation people; the shipped checkpoint is chosen on VAL_CONDITIONS alone."""
-    from training import faceswap
     from detector.crops import crop_face
+    from training import faceswap
 
     crops, labels = [], []
     folders = [r.source.split("/")[0] for r in records]

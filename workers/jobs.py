@@ -42,6 +42,9 @@ def analyze_upload(upload_id: str) -> dict[str, Any]:
         detector = ctx.detector()
         actor = _actor()
         own, prior = _earlier_analyses(session, upload, detector)
+        # Read before the detector runs, in the same transaction as the reads above: the admin's
+        # routing settings and the key's thresholds as they are when the job starts.
+        policy = routing_policy(session, ctx.settings, detector.manifest.thresholds, upload.client_id)
         if upload.status == Status.QUEUED and own is None and prior is None:
             ctx.lifecycle.start(session, upload, actor)
 
@@ -56,7 +59,6 @@ def analyze_upload(upload_id: str) -> dict[str, Any]:
         else:
             analysis = _analyse(ctx, detector, upload)
 
-        policy = routing_policy(session, ctx.settings, detector.manifest.thresholds, upload.client_id)
         routing = route(analysis.label, analysis.score, policy.thresholds, no_face=policy.no_face,
                         unreadable=policy.unreadable, blocked_needs_review=policy.blocked_needs_review)
         if not ctx.lifecycle.route(session, upload, analysis, routing, actor,

@@ -2,7 +2,7 @@
 withdraw, webhook delivery log; per-key rate limits and queue back-pressure. Exempt from the
 page's CSRF: nothing here is cookie-authenticated.
 
-Schemas: app/api/schemas.py (pydantic). Spec: app/api/openapi.py, served at
+Schemas: core/schemas.py (pydantic). Spec: app/api/openapi.py, served at
 /api/v1/openapi.json and committed as app/openapi.json (`python scripts/dump_openapi.py`).
 """
 

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of /api/v1, built from the pydantic schemas (app/api/schemas.py).
+"""The OpenAPI 3.1 document of /api/v1, built from the pydantic schemas (core/schemas.py).
 Served at /api/v1/openapi.json; committed as app/openapi.json by scripts/dump_openapi.py, and a
 test fails when the two differ."""
 

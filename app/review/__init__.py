@@ -28,7 +28,7 @@ def _mount_rq_dashboard(app: Flask) -> None:
     import rq_dashboard
     from rq.serializers import JSONSerializer
 
-    rq_dashboard.web.config.serializer = JSONSerializer  # our jobs are JSON (app/queue.py)
+    rq_dashboard.web.config.serializer = JSONSerializer  # our jobs are JSON (core/queue.py)
     app.config["RQ_DASHBOARD_REDIS_URL"] = app.config["VERITY"].require_redis_url()
     rq_dashboard.web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=RQ_DASHBOARD_PREFIX)

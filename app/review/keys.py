@@ -2,7 +2,7 @@
 response to the POST and nowhere else: not in the session, not in a redirect, not in a log),
 change its settings, revoke it, and read its webhook delivery log with a redeliver button.
 
-The rules are app/clients' and app/webhooks', the same ones `verity key create` / `revoke` and
+The rules are core/clients.py's and core/webhooks/', the same ones `verity key create` / `revoke` and
 `verity webhooks redeliver` apply; the pages add an audit event with the admin's name for each
 change (the CLI has no account to name).
 """
@@ -55,7 +55,7 @@ def _text(form, field: str) -> str | None:
 
 
 def _threshold(form, field: str, label: str) -> float | None:
-    """A blank field is no override; the range rule is app.clients.check_thresholds'."""
+    """A blank field is no override; the range rule is core.clients.check_thresholds'."""
     v = _text(form, field)
     if v is None:
         return None
@@ -182,7 +182,7 @@ def key_redeliver(client_id: str, delivery_id: str):
     if d is None or d.client_id != c.id:
         abort(404, f"no delivery {delivery_id} for {c.name}")
     if c.revoked_at is not None or not c.webhook_url:
-        # The delivery job would refuse it at once (app/webhooks/jobs.py).
+        # The delivery job would refuse it at once (core/webhooks/delivery.py).
         abort(409, "this key is revoked or has no webhook URL: a redelivery would be refused")
     later = False
     try:

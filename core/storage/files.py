@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.storage import BlobNotFound
+from core.storage.base import BlobNotFound
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.settings import S3Settings
-from core.storage import BlobNotFound
+from core.storage.base import BlobNotFound
 from core.storage.files import _checked
 
 

@@ -55,6 +55,12 @@ class Outbox:
     def on_status_change(self, upload: Upload, status: str) -> WebhookDelivery | None:
         if not upload.client_id or status not in EVENT_STATUSES:
             return None
+        with self.engine.connect() as conn:  # most clients poll: one light look-up, no ORM session
+            hooked = conn.execute(select(ApiClient.id).where(
+                ApiClient.id == upload.client_id, ApiClient.webhook_url.is_not(None),
+                ApiClient.webhook_url != "", ApiClient.revoked_at.is_(None))).first()
+        if hooked is None:
+            return None
         with Session(self.engine, expire_on_commit=False) as session:
             client = session.get(ApiClient, upload.client_id)
             if client is None or not client.webhook_url or client.revoked_at is not None:

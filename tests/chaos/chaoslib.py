@@ -389,12 +389,11 @@ class Ledger:
                 continue
             prev = evs[0].after
             for e in evs[1:]:
-                # queued -> analyzing is the worker's claim marker, not audited (app.models.Status)
-                ok = e.before == prev or (prev == "queued" and e.before == "analyzing")
-                if not ok:
+                # every change, queued -> analyzing included, is an event (core/lifecycle.py)
+                if e.before != prev:
                     problems.append(f"upload {u.id}: event {e.action} before={e.before} but the status was {prev}")
                 prev = e.after
-            if prev != u.status and not (prev == "queued" and u.status == "analyzing"):
+            if prev != u.status:
                 problems.append(f"upload {u.id} is {u.status} but its last audit event says {prev}")
         pending = sum(statuses[s] for s in PENDING)
         in_review = statuses["in_review"]
