@@ -4,12 +4,14 @@ One run, one printed table, every figure against a baseline measured in the same
 
 1. ingest      small-image uploads/s accepted by `verity web` (gunicorn) with no worker running
                (target >= 300/s on 2 cores);
-2. end to end  items/s through web + Redis/RQ + one `verity worker` process, against the
-               detector's own in-process throughput on the same files (target >= 85%);
+2. end to end  items/s through web + Redis/RQ + the detector workers as `verity up` starts them
+               (`--workers auto`: one single-threaded worker per core here), against the
+               detector's own in-process throughput on the same files, one process with every
+               core (target >= 85%); CPU per item of each side is printed beside it;
 3. latency     upload-to-verdict p50 for one 1080p photo on an idle system, against the
                detector's own time on that photo (target <= detector + 60 ms).
 
-    python bench/service.py [--ingest 600] [--items 24] [--latency-runs 10]
+    python bench/service.py [--ingest 600] [--items 24] [--latency-runs 10] [--workers auto|N]
 
 Needs the shipped model (or VERITY_MODEL) and real face photos in ../shared/data/faces-london.
 """
@@ -173,14 +175,21 @@ class Service:
                 time.sleep(0.1)
         raise RuntimeError("web did not start")
 
-    def start_worker(self) -> None:
-        self.worker = subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=self.env, cwd=REPO,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        c = Client(self.port)
+    def start_worker(self, workers: str) -> str:
+        """`verity worker -n <workers>` as `verity up` starts it; returns the layout it chose."""
+        self.worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "-n", workers], env=self.env,
+                                       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from cli.worker import worker_layout
+        from core.settings import load_settings
+
+        expected, _ = worker_layout(load_settings(env=self.env, make_secret=False),
+                                    workers if workers == "auto" else int(workers))
+        conn = Redis.from_url(self.redis_url)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if c.get("/readyz")[0] == 200:
-                return
+            infos = [json.loads(v) for k in conn.keys("verity:worker-info:*") if (v := conn.get(k))]
+            if len(infos) >= expected:
+                return f"{len(infos)} process(es) x {infos[0].get('threads', '?')} onnxruntime thread(s)"
             time.sleep(0.2)
         raise RuntimeError("worker did not become ready")
 
@@ -282,6 +291,8 @@ def main() -> None:
     ap.add_argument("--latency-runs", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved detector/service rounds")
     ap.add_argument("--web-processes", type=int, default=defaults.WEB_WORKERS)
+    ap.add_argument("--workers", default="auto",
+                    help="detector worker processes, as `verity up --workers` takes them (default auto)")
     ap.add_argument("--only-ingest", action="store_true", help="measure ingest only")
     args = ap.parse_args()
 
@@ -332,7 +343,7 @@ def main() -> None:
         # The ingest uploads are not part of this measure: drop their jobs so the worker starts idle.
         q = Queue(defaults.QUEUE_NAME, connection=Redis.from_url(svc.redis_url), serializer="json")
         dropped = q.empty()
-        svc.start_worker()
+        layout = svc.start_worker(args.workers)
         c = Client(svc.port)
         w = c.upload(lat_files[0].read_bytes())  # warm-up item through the whole path
         svc.wait_terminal(c, [w["id"]], 0.01)
@@ -340,7 +351,7 @@ def main() -> None:
         # Interleaved rounds (detector alone, then the same files through the service), so that a
         # change in the machine's load during the run biases neither side; rates are pooled.
         det_s = svc_s = det_cpu = svc_cpu = 0.0
-        service_pids = [svc.web.pid, svc.worker.pid, svc.redis_proc.pid]
+        service_pids = [svc.web.pid, svc.worker.pid, svc.redis_proc.pid]  # with their children
         chunks = [e2e_files[i::args.rounds] for i in range(args.rounds)]
         for chunk in chunks:
             t, cpu = time.perf_counter(), time.process_time()
@@ -399,7 +410,7 @@ def main() -> None:
         ("upload-to-verdict, 1080p photo, p50", f"{lat_p50:.0f} ms", "<= detector + 60 ms",
          f"+{lat_p50 - det_p50:.0f} ms", "PASS" if lat_p50 <= det_p50 + 60 else "FAIL"),
     ]
-    print(f"\nVerity service benchmark ({os.cpu_count()} CPUs, {provider}, model {model}; "
+    print(f"\nVerity service benchmark ({os.cpu_count()} CPUs, {provider}, model {model}; workers: {layout}; "
           f"{args.ingest} ingest uploads, {args.items} e2e items, {args.latency_runs} latency runs; "
           f"{dropped} ingest jobs dropped before the worker started; detector and service measured "
           f"in {args.rounds} interleaved rounds, latency paired per photo)")

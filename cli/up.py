@@ -12,19 +12,21 @@ import click
 from cli import embedded_redis
 from cli.options import DATA_DIR_OPTION, redact, settings_for
 from cli.supervisor import Supervisor, child_env
+from cli.worker import WorkerCount, worker_layout
 
 
 @click.command("up")
 @DATA_DIR_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--workers", "num_workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Detector worker processes.")
-def up_command(data_dir: Path | None, host: str, port: int, num_workers: int) -> None:
+@click.option("--workers", "num_workers", type=WorkerCount(), default="auto", show_default=True,
+              help="Detector worker processes, or auto: one per CPU (up to 4), one with CUDA.")
+def up_command(data_dir: Path | None, host: str, port: int, num_workers: int | str) -> None:
     """Start everything with embedded defaults: Redis (unless REDIS_URL), migrations, web, workers."""
     from core.db import upgrade
 
     s = settings_for(data_dir)
+    num_workers, threads = worker_layout(s, num_workers)
     s.data_dir.mkdir(parents=True, exist_ok=True)
     redis_proc = None
     if not s.redis_url:
@@ -48,7 +50,7 @@ def up_command(data_dir: Path | None, host: str, port: int, num_workers: int) ->
                   restart=True)
         sup.spawn("webhooks", [sys.executable, "-m", "cli", "webhooks", "worker"], env, restart=False)
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        click.echo(f"workers   {num_workers}")
+        click.echo(f"workers   {num_workers} detector worker(s), {threads} onnxruntime thread(s) each")
         click.echo(f"Verity is up: http://{shown}:{port}/   (Ctrl-C stops it)", color=False)
         sys.stdout.flush()
         rc = sup.run()

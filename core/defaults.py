@@ -70,6 +70,10 @@ REVIEW_DUE_SECONDS = 24 * 3600
 WORKER_HEARTBEAT_TTL_SECONDS = 120
 """How long a worker's provider record lives in Redis without a refresh (readiness checks it)."""
 
+AUTO_WORKERS_MAX = 4
+"""`verity up --workers auto` on CPUs: one single-threaded detector worker per CPU, at most this
+many (each holds its own models, about 300 MB). With CUDA: one worker (one per GPU)."""
+
 WEB_WORKERS = 2
 """Gunicorn worker processes started by `verity web` / `verity up`."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import joinedload
+
 from core.models import Status, Upload
 from core.schemas import (
     AnalysisOut,
@@ -14,6 +16,9 @@ from core.schemas import (
     ReviewOut,
     UploadOut,
 )
+
+VIEW_OPTIONS = (joinedload(Upload.analyses), joinedload(Upload.review_item))
+"""Load what `upload_body` reads with the upload itself: one query instead of three."""
 
 API_PREFIX = "/api/v1"
 WITHDRAWN = "withdrawn"

@@ -103,6 +103,9 @@ class Settings:
     device: str = "auto"
     ort_spin: bool = False
     """Let idle onnxruntime threads spin-wait (detector/runtime.py says when that pays)."""
+    ort_threads: int | None = None
+    """onnxruntime threads per detector session; None: the CPUs this process may use, shared out
+    among the workers `verity worker -n N` / `verity up` start on this host."""
     frames: int = limits.DEFAULT_SAMPLED_FRAMES
     queue_name: str = defaults.QUEUE_NAME
     job_timeout: int = defaults.JOB_TIMEOUT_SECONDS
@@ -217,6 +220,7 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("VERITY_MODELS_DIR", "models_dir", lambda _name, v: Path(v)),
     ("VERITY_DEVICE", "device", partial(parse_choice, choices=DEVICES)),
     ("VERITY_ORT_SPIN", "ort_spin", parse_boolean),
+    ("VERITY_ORT_THREADS", "ort_threads", partial(parse_int, minimum=1)),
     ("VERITY_FRAMES", "frames", _frames),
     ("VERITY_QUEUE", "queue_name", _text),
     ("VERITY_JOB_TIMEOUT", "job_timeout", partial(parse_int, minimum=1)),

@@ -21,7 +21,7 @@ from detector.crops import crop_face
 from detector.faces import FaceDetector, retinaface_onnx_bytes
 from detector.manifest import Manifest, load_manifest
 from detector.result import DetectionResult, FaceEvidence, FrameEvidence, Label, MediaInfo
-from detector.runtime import DEVICES, make_session
+from detector.runtime import DEVICES, cpu_threads, make_session
 
 
 class Detector:
@@ -40,6 +40,8 @@ class Detector:
         if not 1 <= self.frames <= limits.MAX_SAMPLED_FRAMES:
             raise ValueError(f"frames must be between 1 and {limits.MAX_SAMPLED_FRAMES}")
         self.manifest = manifest or load_manifest(model, models_dir=models_dir)
+        self.threads = threads or cpu_threads()
+        """onnxruntime threads per session (default: the CPUs this process may use)."""
         self.classifier = Classifier(self.manifest, device, threads, spin)
         session, face_provider = make_session(retinaface_onnx_bytes(), device, threads, spin)
         self.face_detector = FaceDetector(session)

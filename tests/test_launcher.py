@@ -162,3 +162,39 @@ def test_worker_with_a_missing_model_says_so(settings, tmp_path):
     r = CliRunner().invoke(main, ["worker", "--burst", "--data-dir", str(settings.data_dir)], env=env)
     assert r.exit_code == 1
     assert "the detector cannot start" in r.output and "no-such-model" in r.output
+
+
+def test_worker_layout_shares_the_cpus_out(tmp_path, monkeypatch):
+    """`auto` on a CPU host: one single-threaded worker per CPU (capped); N workers share the
+    CPUs out as onnxruntime threads instead of each taking them all; VERITY_ORT_THREADS wins."""
+    from cli.worker import worker_layout
+    from core import defaults
+    from core.settings import load_settings
+    from detector import runtime
+
+    monkeypatch.setattr(runtime, "cpu_threads", lambda: 8)
+    cpu = load_settings(env={"VERITY_DEVICE": "cpu"}, data_dir=tmp_path, make_secret=False)
+    assert worker_layout(cpu, "auto") == (min(8, defaults.AUTO_WORKERS_MAX), 8 // min(8, defaults.AUTO_WORKERS_MAX))
+    assert worker_layout(cpu, 1) == (1, 8)
+    assert worker_layout(cpu, 3) == (3, 2)
+    assert worker_layout(cpu, 16) == (16, 1)
+    assert worker_layout(cpu.with_(ort_threads=4), 2) == (2, 4)
+    monkeypatch.setattr(runtime, "cpu_threads", lambda: 1)
+    assert worker_layout(cpu, "auto") == (1, 1)
+    cuda = cpu.with_(device="cuda")
+    assert worker_layout(cuda, "auto")[0] == 1  # one worker per GPU
+    with pytest.raises(Exception, match="VERITY_ORT_THREADS"):
+        load_settings(env={"VERITY_ORT_THREADS": "0"}, data_dir=tmp_path, make_secret=False)
+
+
+def test_each_worker_reports_the_threads_it_runs_with(settings, shared_detector, redis_conn):
+    """The detector is built with the settings' thread count, and the worker's record (which
+    /readyz and `verity doctor` read) says so."""
+    from workers.context import WorkerContext
+    from workers.worker import DetectorWorker
+
+    ctx = WorkerContext(settings.with_(ort_threads=1))
+    worker = DetectorWorker(context=ctx)
+    assert worker.detector.threads == 1
+    assert worker.detector.classifier.session.get_session_options().intra_op_num_threads == 1
+    assert worker.info()["threads"] == 1

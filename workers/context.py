@@ -64,7 +64,7 @@ class WorkerContext:
 
                     s = self.settings
                     det = Detector(model=s.model, models_dir=s.models_dir, device=s.device,
-                                   frames=s.frames, spin=s.ort_spin)
+                                   frames=s.frames, threads=s.ort_threads, spin=s.ort_spin)
                     det.warmup()
                     self._detector = det
         return self._detector
@@ -92,8 +92,8 @@ def configure(settings: Settings, detector=None) -> WorkerContext:
 
 
 def _same_model(a: Settings, b: Settings) -> bool:
-    return ((a.model, a.models_dir, a.device, a.frames, a.ort_spin)
-            == (b.model, b.models_dir, b.device, b.frames, b.ort_spin))
+    return ((a.model, a.models_dir, a.device, a.frames, a.ort_spin, a.ort_threads)
+            == (b.model, b.models_dir, b.device, b.frames, b.ort_spin, b.ort_threads))
 
 
 def get_context() -> WorkerContext:

@@ -63,6 +63,7 @@ class DetectorWorker(LeasedWorkerMixin, SimpleWorker):
     def info(self) -> dict:
         return {"provider": self.detector.provider, "face_provider": self.detector.face_provider,
                 "model": self.detector.model_name, "version": self.detector.model_version,
+                "threads": self.detector.threads,
                 "pid": os.getpid(), "host": socket.gethostname()}
 
     def heartbeat(self, timeout=None, pipeline=None):

@@ -18,6 +18,7 @@ from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from app.api.auth import current_client
 from app.api.limits import check_backpressure, make_limiter
@@ -26,7 +27,7 @@ from app.errors import error_response, request_id
 from core import defaults
 from core.errors import ApiError
 from core.models import ApiClient, DeliveryState, Status, Upload, WebhookDelivery
-from core.representation import upload_body, upload_links
+from core.representation import VIEW_OPTIONS, upload_body, upload_links
 from core.schemas import (
     BatchAccepted,
     BatchItem,
@@ -234,7 +235,8 @@ def create_upload_batch():
 
 def _own_upload(upload_id: str) -> Upload:
     client = _client()
-    upload = get_session().get(Upload, upload_id) if upload_id.isalnum() and len(upload_id) <= 32 else None
+    upload = get_session().get(Upload, upload_id, options=VIEW_OPTIONS) \
+        if upload_id.isalnum() and len(upload_id) <= 32 else None
     if upload is None or upload.client_id != client.id:
         raise ApiError(404, "not_found", f"no upload {upload_id}")
     return upload
@@ -259,11 +261,14 @@ def get_upload(upload_id: str):
     upload = _own_upload(upload_id)
     deadline = time.monotonic() + wait
     session = get_session()
-    while upload.status in Status.PENDING and time.monotonic() < deadline:
+    status = upload.status
+    while status in Status.PENDING and time.monotonic() < deadline:
         session.commit()  # end the read transaction so the next read sees the worker's commit
         time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        status = session.scalar(select(Upload.status).where(Upload.id == upload.id))
+    if status != upload.status:
         session.expire_all()
-        upload = session.get(Upload, upload.id)
+        upload = session.get(Upload, upload.id, options=VIEW_OPTIONS)
     return jsonify(upload_body(upload, show_score=_client().show_score))
 
 
@@ -280,7 +285,8 @@ def list_uploads():
         raise ApiError(400, "invalid_request", "limit must be an integer") from None
     if not 1 <= limit <= 100:
         raise ApiError(400, "invalid_request", "limit must be within [1, 100]")
-    rows = get_session().scalars(q.order_by(Upload.created_at.desc()).limit(limit)).all()
+    rows = get_session().scalars(q.options(selectinload(Upload.analyses), selectinload(Upload.review_item))
+                                 .order_by(Upload.created_at.desc()).limit(limit)).all()
     return jsonify({"items": [upload_body(u, show_score=client.show_score) for u in rows]})
 
 

@@ -8,7 +8,7 @@ from app.db import get_lifecycle, get_session
 from app.errors import request_id
 from core.errors import ApiError
 from core.models import Status, Upload
-from core.representation import upload_body
+from core.representation import VIEW_OPTIONS, upload_body
 
 bp = Blueprint("page", __name__, template_folder="templates")
 
@@ -45,7 +45,7 @@ def upload():
 
 @bp.get("/uploads/<upload_id>/status")
 def status(upload_id: str):
-    up = get_session().get(Upload, upload_id) if upload_id.isalnum() else None
+    up = get_session().get(Upload, upload_id, options=VIEW_OPTIONS) if upload_id.isalnum() else None
     if up is None:
         raise ApiError(404, "not_found", f"no upload {upload_id}")
     show = current_app.config["VERITY"].show_score
