@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/detector.py
 	$(VENV)/bin/python bench/service.py
+	$(VENV)/bin/python bench/bookkeeping.py
 
 load: $(STAMP)
 	$(VENV)/bin/python bench/load.py $(ARGS)

@@ -10,10 +10,12 @@ For N distinct face photos, the two halves of an upload's life run in this proce
                  RQ's own bookkeeping, the lifecycle's transitions, the routing policy, the
                  webhook outbox, with the detector's own time measured apart.
 
-Printed per item: SQL statements, Redis commands (INFO commandstats, all clients), and CPU ms
-outside the detector, against the baseline of the detector's own CPU ms per item in the same
-run. The service's end-to-end ratio (bench/service.py) is bounded by detector / (detector +
-bookkeeping); this shows where the bookkeeping goes.
+Printed per item: SQL statements, Redis commands (INFO commandstats, all clients; commands run
+inside the rate limiter's Lua scripts count too), and CPU ms outside the detector, against the
+baseline of the detector's own CPU ms per item in the same run. With one worker per host the
+service's end-to-end ratio (bench/service.py) cannot beat detector / (detector + bookkeeping);
+several single-threaded workers hide the bookkeeping of one behind the detection of another,
+but it still costs that CPU. This shows where it goes.
 
     python bench/bookkeeping.py [--items 40] [--profile 25]
 
@@ -184,8 +186,8 @@ def main() -> None:
         ("the worker: Redis commands per item (RQ included)", f"{work[1] / n:.1f}", "", ""),
         ("the worker: CPU ms per item outside the detector", f"{work[2] / n * 1000:.1f}", "",
          f"{work[2] / n * 1000 / det_ms:.2f}"),
-        ("bound on the service's ratio: detector / (detector + door + worker)",
-         f"{det_ms / (det_ms + (door[2] + work[2]) / n * 1000):.1%}", ">= 85%", ""),
+        ("detector's share of the CPU: detector / (detector + door + worker)",
+         f"{det_ms / (det_ms + (door[2] + work[2]) / n * 1000):.1%}", "", ""),
     ]
     print(f"\nVerity bookkeeping benchmark: {n} distinct 1280x720 face photos, SQLite, "
           f"model {detector.model_name} {detector.model_version} on {detector.provider}")

@@ -106,8 +106,8 @@ def audit(session: Session, action: str, actor: str, *, upload_id: str | None = 
           request_id: str | None = None, at: datetime | None = None) -> None:
     """Add one audit event to the session's transaction (the caller commits). The one way an
     audit event is written: the lifecycle's transitions and the other audited actions (claims,
-    sign-ins, keys, settings) alike."""
-    session.execute(insert(AuditEvent.__table__), {
+    sign-ins, keys, settings) alike. A Core INSERT on the session's connection: no unit of work."""
+    session.connection().execute(insert(AuditEvent.__table__), {
         "upload_id": upload_id, "actor": actor, "action": action, "before": before, "after": after,
         "detail": detail or {}, "request_id": request_id, "created_at": at or utcnow()})
 
@@ -182,9 +182,9 @@ class Lifecycle:
             "external_id": external_id, "metadata": metadata, "idempotency_key": idempotency_key,
             "created_at": now, "updated_at": now,
         }
-        # Plain INSERTs on the session's transaction: a third of the CPU of the ORM unit of work
+        # Plain INSERTs on the session's connection: a third of the CPU of the ORM unit of work
         # on this, the hottest write path (bench/service.py ingest).
-        session.execute(insert(Upload.__table__), row)
+        session.connection().execute(insert(Upload.__table__), row)
         audit(session, "upload.accepted", actor, upload_id=row["id"], after=Status.QUEUED,
               request_id=request_id, at=now,
               detail={"sha256": got.sha256, "bytes": got.size, "kind": got.kind, "mime": got.mime})
@@ -267,7 +267,7 @@ class Lifecycle:
               request_id=upload.request_id, at=now,
               detail={"error": error[:2000], "review_reason": routing.review_reason})
         session.commit()
-        session.refresh(upload)
+        _mirror(upload, routing.status, now)
         metrics.VERDICTS.labels(label="analysis_failed", status=routing.status).inc()
         self._notify(upload, routing.status)
         return True
@@ -318,7 +318,7 @@ class Lifecycle:
               detail={"decision_id": d.id, "review_item_id": item_id, "verdict": verdict, "note": note,
                       "role": user.role, **_model_facts(upload)})
         session.commit()
-        session.refresh(upload)
+        _mirror(upload, verdict, now)
         self._notify(upload, verdict)
         return d
 
@@ -349,7 +349,7 @@ class Lifecycle:
               detail={"decision_id": d.id, "revises": last.id, "verdict": verdict, "note": note,
                       "role": admin.role, **_model_facts(upload)})
         session.commit()
-        session.refresh(upload)
+        _mirror(upload, verdict, now)
         self._notify(upload, verdict)
         return d
 
@@ -384,7 +384,9 @@ class Lifecycle:
         audit(session, "upload.withdrawn", actor, upload_id=upload.id, before=before, after=Status.WITHDRAWN,
               request_id=request_id, at=now)
         session.commit()
-        session.refresh(upload)
+        _mirror(upload, Status.WITHDRAWN, now)
+        if upload.review_item is not None and upload.review_item.state in (ReviewState.OPEN, ReviewState.CLAIMED):
+            set_committed_value(upload.review_item, "state", ReviewState.WITHDRAWN)
         still_used = session.scalar(select(Upload.id).where(Upload.sha256 == upload.sha256,
                                                             Upload.status != Status.WITHDRAWN).limit(1))
         if still_used is None:
@@ -398,11 +400,11 @@ class Lifecycle:
 def _move(session: Session, upload_id: str, from_statuses, to_status: str, now: datetime,
           **values: Any) -> bool:
     """The one place an upload's status is changed: a conditional UPDATE whose row count says
-    whether this caller won."""
-    return session.execute(
+    whether this caller won (Core, on the session's connection: the callers keep their objects
+    in step themselves, see _mirror)."""
+    return session.connection().execute(
         update(Upload).where(Upload.id == upload_id, Upload.status.in_(tuple(from_statuses)))
-        .values(status=to_status, updated_at=now, **values)
-        .execution_options(synchronize_session=False)).rowcount == 1
+        .values(status=to_status, updated_at=now, **values)).rowcount == 1
 
 
 def _mirror(upload: Upload, status: str, now: datetime) -> None:
@@ -417,9 +419,10 @@ def _open_review_item(session: Session, upload_id: str, routing: Routing, now: d
     """One review item per upload, whatever the number of deliveries (the upload_id is unique)."""
     if routing.review_reason is None:
         return
-    if session.scalar(select(ReviewItem.id).where(ReviewItem.upload_id == upload_id)) is not None:
+    conn = session.connection()
+    if conn.scalar(select(ReviewItem.id).where(ReviewItem.upload_id == upload_id)) is not None:
         return
-    session.execute(insert(ReviewItem.__table__), {
+    conn.execute(insert(ReviewItem.__table__), {
         "upload_id": upload_id, "reason": routing.review_reason, "priority": routing.priority,
         "state": ReviewState.OPEN, "due_at": now + timedelta(seconds=due_seconds),
         "created_at": now, "updated_at": now})

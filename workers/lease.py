@@ -23,6 +23,7 @@ import threading
 
 from redis import Redis
 from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker
 from rq.utils import as_text
 
 log = logging.getLogger(__name__)
@@ -115,3 +116,26 @@ class LeasedWorkerMixin:
         except RedisError:
             log.exception("could not look for dead workers' jobs; RQ's timeout still recovers them")
         super().run_maintenance_tasks()
+
+
+class ContextWorker(LeasedWorkerMixin, SimpleWorker):
+    """A SimpleWorker of this project: it takes its Redis, its settings and its queue from the
+    process's WorkerContext, holds a liveness lease, speaks JSON, and wakes up (heartbeat,
+    maintenance, reconcilers) at least once per maintenance interval. Subclasses name the queue."""
+
+    def __init__(self, queues=None, *args, context=None, **kwargs):
+        from workers.context import get_context
+
+        self.ctx = context or get_context()
+        s = self.ctx.settings
+        if queues is None:
+            queues = [Queue(self.queue_name(s), connection=self.ctx.redis, serializer="json")]
+        kwargs.setdefault("connection", self.ctx.redis)
+        kwargs.setdefault("serializer", "json")
+        kwargs.setdefault("maintenance_interval", s.maintenance_interval)
+        kwargs.setdefault("worker_ttl", s.maintenance_interval + 15)
+        super().__init__(queues, *args, **kwargs)
+
+    @staticmethod
+    def queue_name(settings) -> str:
+        raise NotImplementedError

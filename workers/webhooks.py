@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import logging
 
-from rq import Queue, SimpleWorker
-
 from core.webhooks.delivery import deliver_with
 from core.webhooks.outbox import reconcile_if_due
-from workers.context import WorkerContext, configure, get_context, work_with_reconnect
-from workers.lease import LeasedWorkerMixin
+from workers.context import configure, get_context, work_with_reconnect
+from workers.lease import ContextWorker
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +20,10 @@ def deliver(delivery_id: str) -> dict:
     return deliver_with(ctx.settings, ctx.db.engine, delivery_id)
 
 
-class WebhookWorker(LeasedWorkerMixin, SimpleWorker):
-    def __init__(self, queues=None, *args, context: WorkerContext | None = None, **kwargs):
-        self.ctx = context or get_context()
-        s = self.ctx.settings
-        if queues is None:
-            queues = [Queue(s.webhook_queue, connection=self.ctx.redis, serializer="json")]
-        kwargs.setdefault("connection", self.ctx.redis)
-        kwargs.setdefault("serializer", "json")
-        kwargs.setdefault("maintenance_interval", s.maintenance_interval)
-        kwargs.setdefault("worker_ttl", s.maintenance_interval + 15)
-        super().__init__(queues, *args, **kwargs)
+class WebhookWorker(ContextWorker):
+    @staticmethod
+    def queue_name(settings) -> str:
+        return settings.webhook_queue
 
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()

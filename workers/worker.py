@@ -22,11 +22,9 @@ import os
 import socket
 import time
 
-from rq import Queue, SimpleWorker
-
 from core.queue import worker_info_key
-from workers.context import WorkerContext, configure, get_context, work_with_reconnect
-from workers.lease import LeasedWorkerMixin
+from workers.context import WorkerContext, configure, work_with_reconnect
+from workers.lease import ContextWorker
 from workers.reconcile import reconcile_if_due
 
 log = logging.getLogger(__name__)
@@ -43,22 +41,17 @@ class JobIdFilter(logging.Filter):
         return True
 
 
-class DetectorWorker(LeasedWorkerMixin, SimpleWorker):
+class DetectorWorker(ContextWorker):
     def __init__(self, queues=None, *args, context: WorkerContext | None = None, **kwargs):
         self._info_at, self._info_ttl = float("-inf"), 0
-        self.ctx = context or get_context()
-        s = self.ctx.settings
-        if queues is None:
-            queues = [Queue(s.queue_name, connection=self.ctx.redis, serializer="json")]
-        kwargs.setdefault("connection", self.ctx.redis)
-        kwargs.setdefault("serializer", "json")
-        kwargs.setdefault("maintenance_interval", s.maintenance_interval)
-        # Wake up (heartbeat, maintenance, reconciler) at least once per maintenance interval.
-        kwargs.setdefault("worker_ttl", s.maintenance_interval + 15)
-        super().__init__(queues, *args, **kwargs)
+        super().__init__(queues, *args, context=context, **kwargs)
         self.detector = self.ctx.detector()  # built and warmed here: after any fork, once per process
         log.info("detector %s %s on %s", self.detector.model_name, self.detector.model_version,
                  self.detector.provider)
+
+    @staticmethod
+    def queue_name(settings) -> str:
+        return settings.queue_name
 
     def info(self) -> dict:
         return {"provider": self.detector.provider, "face_provider": self.detector.face_provider,

@@ -120,9 +120,14 @@ def test_rq_jobs_in_redis_are_json_never_pickle(make_app, authorize, redis_conn,
     assert Job.fetch(uid, connection=redis_conn, serializer="json").args == [uid]
     assert Queue(settings.queue_name, connection=redis_conn, serializer="json").serializer.__name__ \
         .lower().startswith("json")
-    # the workers are built with serializer="json" (workers/worker.py, workers/webhooks.py)
-    for mod in ("workers/worker.py", "workers/webhooks.py"):
-        assert 'setdefault("serializer", "json")' in (REPO / mod).read_text(), mod
+    # both workers are ContextWorkers, built with serializer="json" (workers/lease.py)
+    from rq.serializers import JSONSerializer
+
+    from workers.context import WorkerContext
+    from workers.webhooks import WebhookWorker
+
+    assert WebhookWorker(context=WorkerContext(settings)).serializer is JSONSerializer
+    assert 'setdefault("serializer", "json")' in (REPO / "workers/lease.py").read_text()
 
 
 def _runtime_requirements() -> list[str]:
