@@ -33,6 +33,11 @@ def create_app(config: dict[str, Any] | None = None):
         JSON_SORT_KEYS=False,
     )
     app.config.update(config)
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     storage = app.extensions["verity.storage"] = make_storage(settings)
     sweep_tmp(settings.tmp_dir, defaults.SPOOL_MAX_AGE_SECONDS)  # spools of a killed web process
     redis = app.extensions["verity.redis"] = redis_connection(settings)
@@ -43,7 +48,7 @@ def create_app(config: dict[str, Any] | None = None):
     # Every status change goes through this process's lifecycle; webhooks subscribe here.
     lifecycle = app.extensions["verity.lifecycle"] = Lifecycle(settings, storage, redis)
     lifecycle.subscribe(Outbox(settings, app.extensions["verity.db"].engine, redis).on_status_change)
-    app.register_blueprint(page.bp)
+    page.init_app(app)
     api.init_app(app)
     health.init_app(app)
     metrics.init_app(app)

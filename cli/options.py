@@ -20,11 +20,34 @@ DATA_DIR_OPTION = click.option(
 
 
 def settings_for(data_dir: Path | None, *, make_secret: bool = True) -> Settings:
-    """The command's settings; a value that does not parse is a usage error naming the variable."""
+    """The command's settings; a value that does not parse is a usage error naming the variable.
+    Commands that use the data dir (all but scan and eval) make it private first."""
     try:
-        return load_settings(data_dir=data_dir, make_secret=make_secret)
+        settings = load_settings(data_dir=data_dir, make_secret=make_secret)
     except SettingsError as e:
         raise click.ClickException(str(e)) from None
+    if make_secret:
+        protect_data_dir(settings.data_dir)
+    return settings
+
+
+PRIVATE_FILES = ("verity.db", "verity.db-wal", "verity.db-shm", "secret_key", "ops_token", "redis.url")
+"""Files of the data dir that hold secrets or the records (password hashes, webhook secrets)."""
+
+
+def protect_data_dir(path: Path) -> None:
+    """Files this process creates are for its user only (umask 077), and the data dir is 0700
+    with its secrets and database 0600, also when an older version made them world-readable.
+    (The process's own setting, so the web server and workers it starts inherit it.)"""
+    os.umask(0o077)
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o700)
+        for name in PRIVATE_FILES:
+            f = path / name
+            if f.is_file():
+                f.chmod(0o600)
 
 
 @contextlib.contextmanager

@@ -3,15 +3,65 @@ stopped together."""
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 
 from core import defaults
 from core.settings import Settings
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A Popen `preexec_fn` that makes the child get SIGTERM when this process dies, however it
+    dies: a SIGKILLed launcher must not leave its Redis, web server or workers running, holding
+    the port and the data dir (Linux prctl; a no-op elsewhere)."""
+    parent = os.getpid()
+    # Looked up here, in the parent: between fork and exec the child only calls into libc (the
+    # launcher runs no other thread, and the child takes no lock).
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+    def preexec() -> None:
+        if prctl is None:
+            return
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl: nobody will signal us
+            os._exit(1)
+
+    return preexec
+
+
+class DataDirBusy(RuntimeError):
+    """Another launcher holds this data dir."""
+
+
+def hold_data_dir(data_dir: Path):
+    """An exclusive lock on <data dir>/up.lock for as long as the returned file stays open (the
+    kernel drops it when this process dies, however). One `verity up` per data dir."""
+    path = data_dir / "up.lock"
+    f = open(path, "a+")  # noqa: SIM115 - held open for the launcher's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise DataDirBusy(f"another `verity up` (pid {holder}) is running on {data_dir}; stop it first, "
+                          "or give this one another --data-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def child_env(s: Settings) -> dict[str, str]:
@@ -37,7 +87,7 @@ class Supervisor:
         self.stopping = False
 
     def spawn(self, name: str, cmd: list[str], env: dict, restart: bool) -> None:
-        proc = subprocess.Popen(cmd, env=env)
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent())  # noqa: PLW1509 - see die_with_parent
         self.children[name] = (cmd, env, restart, proc)
         self.started[name] = time.monotonic()
 

@@ -11,8 +11,9 @@ import click
 
 from cli import embedded_redis
 from cli.options import DATA_DIR_OPTION, redact, settings_for
-from cli.supervisor import Supervisor, child_env
+from cli.supervisor import DataDirBusy, Supervisor, child_env, hold_data_dir
 from cli.worker import WorkerCount, worker_layout
+from core.settings import generated_secret, ops_token_file
 
 
 @click.command("up")
@@ -27,7 +28,12 @@ def up_command(data_dir: Path | None, host: str, port: int, num_workers: int | s
 
     s = settings_for(data_dir)
     num_workers, threads = worker_layout(s, num_workers)
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = hold_data_dir(s.data_dir)  # noqa: F841 - held until this process ends
+    except DataDirBusy as e:
+        raise click.ClickException(str(e)) from None
+    if s.ops_token is None:  # /metrics and the details of /readyz are the operator's
+        s = s.with_(ops_token=generated_secret(ops_token_file(s.data_dir)))
     redis_proc = None
     if not s.redis_url:
         redis_proc, url = embedded_redis.start(s.data_dir)
@@ -51,6 +57,10 @@ def up_command(data_dir: Path | None, host: str, port: int, num_workers: int | s
         sup.spawn("webhooks", [sys.executable, "-m", "cli", "webhooks", "worker"], env, restart=False)
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         click.echo(f"workers   {num_workers} detector worker(s), {threads} onnxruntime thread(s) each")
+        token_file = ops_token_file(s.data_dir)
+        if token_file.is_file() and token_file.read_text().strip() == s.ops_token:
+            click.echo(f"metrics   need the operator token in {token_file}: curl -H \"Authorization: Bearer "
+                       f"$(cat {token_file})\" http://{shown}:{port}/metrics")
         click.echo(f"Verity is up: http://{shown}:{port}/   (Ctrl-C stops it)", color=False)
         sys.stdout.flush()
         rc = sup.run()

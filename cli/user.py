@@ -76,3 +76,32 @@ def set_password(name: str, password_stdin: bool, data_dir: Path | None) -> None
         audit(s, "user.password_set", cli_actor(), detail={"username": name})
         s.commit()
     click.echo(f"password of {name} changed")
+
+
+def _set_active(name: str, active: bool, data_dir: Path | None) -> None:
+    with database_session(settings_for(data_dir)) as s:
+        user = s.scalar(select(User).where(User.username == name))
+        if user is None:
+            raise click.ClickException(f"no user {name!r}")
+        user.active = active
+        user.session_generation = (user.session_generation or 0) + 1  # its sessions end now
+        audit(s, "user.enabled" if active else "user.disabled", cli_actor(), detail={"username": name})
+        s.commit()
+
+
+@user_group.command("disable")
+@click.argument("name")
+@DATA_DIR_OPTION
+def disable_user(name: str, data_dir: Path | None) -> None:
+    """Disable NAME: it cannot sign in, and every session it has ends at once."""
+    _set_active(name, False, data_dir)
+    click.echo(f"{name} disabled; its sessions have ended")
+
+
+@user_group.command("enable")
+@click.argument("name")
+@DATA_DIR_OPTION
+def enable_user(name: str, data_dir: Path | None) -> None:
+    """Enable NAME again (it signs in anew)."""
+    _set_active(name, True, data_dir)
+    click.echo(f"{name} enabled")

@@ -108,6 +108,13 @@ API_BATCH_MAX_FILES = 20
 API_METADATA_MAX_BYTES = 4096
 """Largest `metadata` JSON object (serialised) stored with an upload."""
 
+API_JSON_MAX_DEPTH = 20
+"""Deepest nesting accepted in `metadata` and a batch's `items` (400 past it): no platform needs
+more, and a deeply nested document is a cheap way to exhaust a parser's recursion."""
+
+API_JSON_MAX_TEXT_BYTES = 64 * 1024
+"""Longest JSON text accepted for `metadata` or a batch's `items` before it is parsed (400)."""
+
 WEBHOOK_QUEUE = "webhooks"
 """The RQ queue webhook deliveries go on; never the analysis queue, so a dead endpoint cannot
 slow analysis down."""
@@ -126,6 +133,25 @@ WEBHOOK_SIGNATURE_TOLERANCE_SECONDS = 300
 
 WEBHOOK_STUCK_AFTER_SECONDS = 120
 """An outbox row due for longer than this, with no live job, is enqueued again."""
+
+# --- the upload page -------------------------------------------------------------------------
+PAGE_ACCESS = "open"
+"""Who may upload through the page `/`: `open` (anyone; uploads without an account or a platform
+token are anonymous), `users` (signed-in moderators and admins, or a platform token), `token`
+(only holders of a platform's page token)."""
+
+PAGE_RATE_LIMIT = "10/minute;100/day"
+"""Page uploads per client address (Flask-Limiter syntax), whoever uploads."""
+
+PAGE_MAX_BYTES_PER_DAY = 1024 * 1024 * 1024
+"""Bytes of page uploads per client address and day (the request's Content-Length counts)."""
+
+PAGE_TOKEN_SECONDS = 15 * 60
+"""How long a page token a platform minted (POST /api/v1/page-tokens) lets its user upload."""
+
+ANONYMOUS_PRIORITY_PENALTY = 100
+"""Subtracted from an anonymous upload's review priority (and it gets no due date): a flood of
+anonymous page uploads never buries the platforms' items in the queue."""
 
 # --- review queue (issue 4) -----------------------------------------------------------------
 REVIEW_CLAIM_SECONDS = 10 * 60

@@ -54,11 +54,11 @@ from core.models import (
     new_id,
     utcnow,
 )
-from core.policy import Routing, failed_routing
+from core.policy import Routing, failed_routing, review_priority
 from core.queue import enqueue_analysis
 from core.settings import Settings
 from core.storage import Storage
-from detector.media import SNIFF_BYTES, MediaInfo, UnreadableMedia, probe, sniff
+from detector.media import SNIFF_BYTES, MediaInfo, UnreadableMedia, decode_sample, probe, sniff
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,11 @@ class Lifecycle:
     # --- the door ---------------------------------------------------------------------------
 
     @contextmanager
-    def receive(self, stream: IO[bytes]) -> Iterator[Received]:
+    def receive(self, stream: IO[bytes], *, decode: bool = False) -> Iterator[Received]:
         """Spool, hash and check an upload; the temp file is removed when the block ends.
-        Refusals: 413 past the size limit, 422 empty or unreadable, 415 a type not allowed."""
+        Refusals: 413 past the size limit, 422 empty or unreadable, 415 a type not allowed. With
+        `decode`, the media is decoded at the door (all of an image, the first frames of a video),
+        so that a truncated or corrupt file is refused here instead of reaching a moderator."""
         path, sha, size, head = _spool(stream, self.settings.tmp_dir, self.settings.max_upload_bytes)
         try:
             if size == 0:
@@ -158,6 +160,8 @@ class Lifecycle:
             kind, mime = sniffed
             try:
                 info = probe(path, kind)
+                if decode:
+                    decode_sample(path, kind)
             except UnreadableMedia as e:
                 metrics.REJECTED.labels(reason="unreadable").inc()
                 raise ApiError(422, "unreadable", e.message, reason=e.reason) from None
@@ -168,10 +172,11 @@ class Lifecycle:
     def accept(self, session: Session, stream: IO[bytes], filename: str | None, source: str, *,
                actor: str, request_id: str | None = None, client_id: str | None = None,
                external_id: str | None = None, metadata: dict[str, Any] | None = None,
-               idempotency_key: str | None = None) -> Upload:
+               idempotency_key: str | None = None, anonymous: bool = False) -> Upload:
         """The door: validate, store the blob, commit the `queued` row, then enqueue. The record
-        exists before the queue hears of it; a failed enqueue is left to the reconciler."""
-        with self.receive(stream) as got:
+        exists before the queue hears of it; a failed enqueue is left to the reconciler. An
+        anonymous upload is decoded at the door: unreadable, it is refused, never reviewed."""
+        with self.receive(stream, decode=anonymous) as got:
             self.storage.put_file(got.sha256, got.path)
         now = utcnow()
         row = {
@@ -180,7 +185,7 @@ class Lifecycle:
             "source": source, "width": got.info.width, "height": got.info.height,
             "duration": got.info.duration, "request_id": request_id, "client_id": client_id,
             "external_id": external_id, "metadata": metadata, "idempotency_key": idempotency_key,
-            "created_at": now, "updated_at": now,
+            "anonymous": anonymous, "created_at": now, "updated_at": now,
         }
         # Plain INSERTs on the session's connection: a third of the CPU of the ORM unit of work
         # on this, the hottest write path (bench/service.py ingest).
@@ -232,7 +237,7 @@ class Lifecycle:
             return False
         if store_analysis:
             session.add(analysis)
-        _open_review_item(session, upload.id, routing, now, review_due_seconds)
+        _open_review_item(session, upload, routing, now, review_due_seconds)
         audit(session, "analysis.routed", actor, upload_id=upload.id, before=before, after=routing.status,
               request_id=upload.request_id, at=now,
               detail={"label": analysis.label, "score": analysis.score,
@@ -262,7 +267,7 @@ class Lifecycle:
         if not _move(session, upload_id, Status.PENDING, routing.status, now):
             session.rollback()
             return False
-        _open_review_item(session, upload_id, routing, now, review_due_seconds)
+        _open_review_item(session, upload, routing, now, review_due_seconds)
         audit(session, "analysis.failed", actor, upload_id=upload_id, before=before, after=routing.status,
               request_id=upload.request_id, at=now,
               detail={"error": error[:2000], "review_reason": routing.review_reason})
@@ -414,17 +419,20 @@ def _mirror(upload: Upload, status: str, now: datetime) -> None:
     set_committed_value(upload, "updated_at", now)
 
 
-def _open_review_item(session: Session, upload_id: str, routing: Routing, now: datetime,
+def _open_review_item(session: Session, upload: Upload, routing: Routing, now: datetime,
                       due_seconds: int) -> None:
-    """One review item per upload, whatever the number of deliveries (the upload_id is unique)."""
+    """One review item per upload, whatever the number of deliveries (the upload_id is unique).
+    An anonymous page upload's item comes after every platform item and has no due date."""
     if routing.review_reason is None:
         return
     conn = session.connection()
-    if conn.scalar(select(ReviewItem.id).where(ReviewItem.upload_id == upload_id)) is not None:
+    if conn.scalar(select(ReviewItem.id).where(ReviewItem.upload_id == upload.id)) is not None:
         return
+    anonymous = bool(upload.anonymous)
     conn.execute(insert(ReviewItem.__table__), {
-        "upload_id": upload_id, "reason": routing.review_reason, "priority": routing.priority,
-        "state": ReviewState.OPEN, "due_at": now + timedelta(seconds=due_seconds),
+        "upload_id": upload.id, "reason": routing.review_reason,
+        "priority": review_priority(routing, anonymous=anonymous), "state": ReviewState.OPEN,
+        "due_at": None if anonymous else now + timedelta(seconds=due_seconds),
         "created_at": now, "updated_at": now})
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core import defaults
 from detector.result import Label
 
 PRIORITY = {"blocked": 30, "analysis_failed": 25, "unreadable": 20, "score_in_review_band": 10, "no_face": 5}
@@ -56,6 +57,12 @@ def route(label: str | Label, score: float | None, thresholds: Thresholds, *,
     if score >= thresholds.review:
         return Routing("in_review", "score_in_review_band")
     return Routing("cleared", None)
+
+
+def review_priority(routing: Routing, *, anonymous: bool) -> int:
+    """The review item's priority: the reason's, far below every platform item's for an anonymous
+    page upload (a flood of those must never bury what platforms sent)."""
+    return routing.priority - (defaults.ANONYMOUS_PRIORITY_PENALTY if anonymous else 0)
 
 
 def failed_routing() -> Routing:

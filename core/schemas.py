@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from core import defaults
 
@@ -149,6 +150,37 @@ class ClientOut(BaseModel):
     block_threshold: float | None
 
 
+class JsonRefused(ValueError):
+    """A JSON text too large or too deeply nested to parse safely: the request is refused (400)."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            d += 1
+            deepest = max(deepest, d)
+            stack.extend((c, d) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def parse_bounded_json(raw: str, what: str, *, max_depth: int = defaults.API_JSON_MAX_DEPTH,
+                       max_bytes: int = defaults.API_JSON_MAX_TEXT_BYTES) -> Any:
+    """json.loads with the size checked first and the depth after; JsonRefused past either,
+    ValueError for text that is not JSON."""
+    if len(raw) > max_bytes:
+        raise JsonRefused(f"{what} is longer than {max_bytes} bytes")
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise JsonRefused(f"{what} is nested deeper than {max_depth} levels") from None
+    if json_depth(value) > max_depth:
+        raise JsonRefused(f"{what} is nested deeper than {max_depth} levels")
+    return value
+
+
 class SubmitOptions(BaseModel):
     """Optional fields of a submit: form fields (multipart) or query parameters (raw body)."""
 
@@ -169,11 +201,15 @@ class SubmitOptions(BaseModel):
     @field_validator("metadata", mode="before")
     @classmethod
     def _parse_metadata(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                v = json.loads(v)
-            except ValueError:
-                raise ValueError("metadata must be a JSON object") from None
+        try:
+            if isinstance(v, str):
+                v = parse_bounded_json(v, "metadata")
+            elif json_depth(v) > defaults.API_JSON_MAX_DEPTH:
+                raise JsonRefused(f"metadata is nested deeper than {defaults.API_JSON_MAX_DEPTH} levels")
+        except JsonRefused as e:
+            raise PydanticCustomError("json_refused", str(e)) from None
+        except ValueError:
+            raise ValueError("metadata must be a JSON object") from None
         if v is not None and not isinstance(v, dict):
             raise ValueError("metadata must be a JSON object")
         if v is not None and "\\u0000" in json.dumps(v):
@@ -183,5 +219,28 @@ class SubmitOptions(BaseModel):
         return v
 
 
+class PageTokenIn(BaseModel):
+    """POST /page-tokens: optionally, the platform's own id for the user it hands the page to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str | None = Field(default=None, min_length=1, max_length=255,
+                                description="The platform's id for its user; kept in the upload's metadata "
+                                            "as `page_user`.")
+
+    @field_validator("subject")
+    @classmethod
+    def _no_control_characters(cls, v: str | None) -> str | None:
+        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("must not contain control characters")
+        return v
+
+
+class PageTokenOut(BaseModel):
+    token: str = Field(description="Lets one browser upload through the page for this key until it expires.")
+    expires_at: datetime
+    page_url: str = Field(description="The upload page with the token: embed or link it for your signed-in user.")
+
+
 RESPONSE_MODELS = (UploadOut, UploadAccepted, UploadList, BatchAccepted, DeliveryOut, DeliveryList,
-                   ClientOut, Error)
+                   ClientOut, PageTokenOut, Error)

@@ -127,6 +127,13 @@ class Settings:
     `Authorization: Bearer <token>` (readiness itself stays visible as the status code)."""
     cookie_secure: bool = True
     """Session cookies only over https (VERITY_COOKIE_SECURE); localhost is exempt in browsers."""
+    proxy_hops: int = 0
+    """Reverse proxies in front of the web nodes whose X-Forwarded-For/-Proto/-Host are trusted
+    (VERITY_PROXY_HOPS): the client address the page's limits and the audit log use."""
+    page_access: str = defaults.PAGE_ACCESS
+    """Who may use the upload page: open, users or token (core/defaults.py)."""
+    page_rate_limit: str = defaults.PAGE_RATE_LIMIT
+    page_max_bytes_per_day: int = defaults.PAGE_MAX_BYTES_PER_DAY
     log_level: str = defaults.LOG_LEVEL
     access_log: str | None = None
     """VERITY_ACCESS_LOG: where gunicorn writes its access log ("-" for stderr); None: none."""
@@ -164,25 +171,35 @@ def read_embedded_redis_url(data_dir: Path) -> str | None:
     return None
 
 
-def _secret_key(data_dir: Path, env: Mapping[str, str]) -> str:
-    """VERITY_SECRET_KEY, else one generated once and kept in the data dir (shared by all web
-    processes started on it, so CSRF tokens stay valid across gunicorn workers and restarts)."""
-    if env.get("VERITY_SECRET_KEY"):
-        return env["VERITY_SECRET_KEY"]
-    path = data_dir / "secret_key"
+def generated_secret(path: Path) -> str:
+    """The secret kept in `path` (mode 0600), generated once: the first process to write it wins
+    and a racing process reads the winner's."""
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
         try:
-            os.link(tmp, path)  # first writer wins; a racing process reads the winner's key
+            os.link(tmp, path)
         except FileExistsError:
             pass
         finally:
             tmp.unlink()
     return path.read_text().strip()
+
+
+def _secret_key(data_dir: Path, env: Mapping[str, str]) -> str:
+    """VERITY_SECRET_KEY, else one generated once and kept in the data dir (shared by all web
+    processes started on it, so CSRF tokens stay valid across gunicorn workers and restarts)."""
+    if env.get("VERITY_SECRET_KEY"):
+        return env["VERITY_SECRET_KEY"]
+    return generated_secret(data_dir / "secret_key")
+
+
+def ops_token_file(data_dir: Path) -> Path:
+    """Where `verity up` keeps the operator token it generated (VERITY_OPS_TOKEN unset)."""
+    return data_dir / "ops_token"
 
 
 def _ops_token(name: str, value: str) -> str:
@@ -199,6 +216,17 @@ def _frames(name: str, value: str) -> int:
 
 
 def _text(_name: str, value: str) -> str:
+    return value
+
+
+def _rate_limit(name: str, value: str) -> str:
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a rate limit (examples: 100/minute, 10/second;1000/day)") from None
     return value
 
 
@@ -228,7 +256,7 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("VERITY_MAINTENANCE_INTERVAL", "maintenance_interval", partial(parse_int, minimum=1)),
     ("VERITY_RECONCILE_INTERVAL", "reconcile_interval", partial(parse_int, minimum=1)),
     ("VERITY_STUCK_AFTER", "stuck_after", partial(parse_int, minimum=0)),
-    ("VERITY_API_RATE_LIMIT", "api_rate_limit", _text),
+    ("VERITY_API_RATE_LIMIT", "api_rate_limit", _rate_limit),
     ("VERITY_API_MAX_QUEUE_DEPTH", "api_max_queue_depth", partial(parse_int, minimum=0)),
     ("VERITY_WEBHOOK_TIMEOUT", "webhook_timeout", partial(parse_float, lo=0.1, hi=120.0)),
     ("VERITY_WEBHOOK_RETRY_INTERVALS", "webhook_retry_intervals", parse_intervals),
@@ -236,6 +264,10 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("VERITY_OPS_TOKEN", "ops_token", _ops_token),
     ("VERITY_COOKIE_SECURE", "cookie_secure", parse_boolean),
     ("VERITY_LOG_LEVEL", "log_level", _log_level),
+    ("VERITY_PROXY_HOPS", "proxy_hops", partial(parse_int, minimum=0)),
+    ("VERITY_PAGE_ACCESS", "page_access", partial(parse_choice, choices=("open", "users", "token"))),
+    ("VERITY_PAGE_RATE_LIMIT", "page_rate_limit", _rate_limit),
+    ("VERITY_PAGE_MAX_BYTES_PER_DAY", "page_max_bytes_per_day", partial(parse_int, minimum=1)),
     ("VERITY_ACCESS_LOG", "access_log", _text),
 )
 """(variable, Settings field, parser): every variable Verity reads, and the only place it is read.
@@ -267,6 +299,8 @@ def load_settings(env: Mapping[str, str] | None = None, data_dir: str | os.PathL
     for name, attr, parse in ENVIRONMENT:
         if name in env:
             kw[attr] = parse(name, env[name])
+    if "ops_token" not in kw and ops_token_file(dd).is_file():
+        kw["ops_token"] = ops_token_file(dd).read_text().strip() or None
     kw.update(overrides)
     if (kw.get("review_threshold") is not None and kw.get("block_threshold") is not None
             and kw["block_threshold"] < kw["review_threshold"]):

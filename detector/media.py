@@ -239,6 +239,19 @@ def probe(src, kind: str | None = None) -> MediaInfo:
     return probe_image(src) if kind == "image" else probe_video(src)
 
 
+def decode_sample(src, kind: str, frames: int = 2) -> None:
+    """Decode the media, not only its header: all of an image, the first `frames` sampled frames
+    of a video; raises UnreadableMedia for a truncated or corrupt file."""
+    if kind == "image":
+        load_image(src)
+        return
+    got = 0
+    for _ in sample_video(src, frames):
+        got += 1
+    if got == 0:
+        raise UnreadableMedia("corrupt_video", "no frame of the video could be decoded")
+
+
 def _frame_rgb(frame, rotation_hint: int) -> tuple[np.ndarray, int]:
     rgb = frame.to_ndarray(format="rgb24")
     rot = getattr(frame, "rotation", 0) or rotation_hint

@@ -107,11 +107,14 @@ def database_url(tmp_path, pg_database_url):
 
 @pytest.fixture
 def settings(tmp_path, database_url, redis_url, redis_conn):
-    """Settings isolated from the caller's environment; retries immediate so failures are fast."""
+    """Settings isolated from the caller's environment; retries immediate so failures are fast;
+    the upload page's per-address limits out of the way (tests/security/test_upload_page_doors.py
+    checks them)."""
     from core.settings import load_settings
 
     return load_settings(env={}, data_dir=tmp_path / "data", database_url=database_url,
-                         redis_url=redis_url, secret_key="test-secret", job_retry_intervals=(0, 0))
+                         redis_url=redis_url, secret_key="test-secret", job_retry_intervals=(0, 0),
+                         page_rate_limit="100000/minute")
 
 
 @pytest.fixture

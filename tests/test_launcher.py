@@ -35,6 +35,14 @@ def _get(url: str, timeout: float = 5.0):
         return 0, b""
 
 
+def _get_with(url: str, headers: dict[str, str]):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def _post_file(url: str, data: bytes, name: str = "face.jpg"):
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
@@ -92,7 +100,16 @@ def test_verity_up_serves_the_page_analyses_and_survives_a_restart(tmp_path, sha
 
         first = wait_for(verdict, 60, "a verdict")
         assert first["analysis"]["label"] in ("likely_authentic", "suspected_fake")
-        assert b"verity_uploads_accepted_total" in _get(base + "/metrics")[1]
+        # /metrics is the operator's: `verity up` made a token (0600) in the data dir
+        assert _get(base + "/metrics")[0] == 401
+        token = (data_dir / "ops_token").read_text().strip()
+        status, metrics = _get_with(base + "/metrics", {"Authorization": f"Bearer {token}"})
+        assert status == 200 and b"verity_uploads_accepted_total" in metrics
+        # the data dir holds password hashes and webhook secrets: its owner's only
+        assert data_dir.stat().st_mode & 0o777 == 0o700
+        for name in ("verity.db", "secret_key", "ops_token", "redis.url"):
+            assert (data_dir / name).stat().st_mode & 0o077 == 0, name
+        assert (data_dir / "redis").stat().st_mode & 0o077 == 0
     finally:
         out = _stop(proc)
     assert proc.returncode == 0, out[-3000:]
@@ -198,3 +215,82 @@ def test_each_worker_reports_the_threads_it_runs_with(settings, shared_detector,
     assert worker.detector.threads == 1
     assert worker.detector.classifier.session.get_session_options().intra_op_num_threads == 1
     assert worker.info()["threads"] == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _redis_servers_on(data_dir: Path) -> list[int]:
+    """Live redis-servers working in the data dir's Redis folder (their working directory)."""
+    rdir = str((data_dir / "redis").resolve())
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                exe = (d / "cmdline").read_bytes().split(b"\0")[0]
+                cwd = os.readlink(d / "cwd")
+            except OSError:
+                continue
+            if b"redis-server" in exe and cwd == rdir and _alive(int(d.name)):
+                out.append(int(d.name))
+    return out
+
+
+def test_a_hard_killed_launcher_leaves_nothing_running_and_the_next_one_starts_clean(tmp_path, shared_detector):
+    """`kill -9` of `verity up` left its Redis (own session) running, and the next `verity up` on
+    the same data dir started a second redis-server on the same AOF directory. Now every child
+    dies with the launcher (PR_SET_PDEATHSIG), and a Redis left over all the same is stopped."""
+    data_dir = tmp_path / "var"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start(data_dir, port)
+    wait_for(lambda: _get(base + "/readyz")[0] == 200 if proc.poll() is None else pytest.fail("exited"),
+             90, "/readyz to turn 200")
+    [redis_pid] = _redis_servers_on(data_dir)
+    proc.kill()  # SIGKILL: no handler runs, nothing is stopped by the launcher itself
+    proc.wait()
+    wait_for(lambda: not _alive(redis_pid) and not _redis_servers_on(data_dir), 30, "the orphaned Redis to stop")
+    wait_for(lambda: _get(base + "/healthz", timeout=1)[0] == 0, 30, "the web server to let go of its port")
+    proc = _start(data_dir, port)
+    try:
+        wait_for(lambda: _get(base + "/readyz")[0] == 200 if proc.poll() is None else pytest.fail("exited"),
+                 90, "/readyz to turn 200 again")
+        assert len(_redis_servers_on(data_dir)) == 1
+    finally:
+        out = _stop(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert _redis_servers_on(data_dir) == []
+
+
+def test_a_redis_left_running_on_the_data_dir_is_stopped_before_another_starts(tmp_path):
+    """Never two redis-servers on one AOF directory: a left-over one (its launcher gone) is
+    stopped, its AOF written out, before the next one starts."""
+    from cli import embedded_redis
+
+    first, url = embedded_redis.start(tmp_path)
+    from redis import Redis
+
+    Redis.from_url(url).set("kept", "1")
+    second, url2 = embedded_redis.start(tmp_path)  # as the next `verity up` would
+    try:
+        assert first.wait(20) is not None  # the first one was stopped
+        assert _redis_servers_on(tmp_path) == [second.pid]
+        assert Redis.from_url(url2).get("kept") == b"1"  # its AOF carried the data over
+    finally:
+        embedded_redis.stop(second, tmp_path)
+
+
+def test_a_second_launcher_on_the_same_data_dir_is_refused(tmp_path):
+    from cli import main
+    from cli.supervisor import hold_data_dir
+
+    lock = hold_data_dir(tmp_path)
+    try:
+        r = CliRunner().invoke(main, ["up", "--data-dir", str(tmp_path)], env={"REDIS_URL": "", "DATABASE_URL": ""})
+    finally:
+        lock.close()
+    assert r.exit_code == 1 and "another `verity up`" in r.output and str(os.getpid()) in r.output

@@ -9,12 +9,11 @@ Schemas: core/schemas.py (pydantic). Spec: app/api/openapi.py, served at
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from typing import IO, Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -35,8 +34,12 @@ from core.schemas import (
     DeliveryList,
     DeliveryOut,
     Error,
+    JsonRefused,
+    PageTokenIn,
+    PageTokenOut,
     SubmitOptions,
     UploadAccepted,
+    parse_bounded_json,
 )
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
@@ -106,6 +109,9 @@ def _options(source: dict[str, Any]) -> SubmitOptions:
         return SubmitOptions.model_validate({k: source[k] for k in ("external_id", "metadata", "filename")
                                             if source.get(k) is not None})
     except ValidationError as e:
+        refused = [err["msg"] for err in e.errors() if err["type"] == "json_refused"]
+        if refused:
+            raise ApiError(400, "invalid_request", refused[0]) from None
         raise ApiError(422, "invalid_request", "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: "
                                                           f"{err['msg']}" for err in e.errors())) from None
 
@@ -211,9 +217,12 @@ def create_upload_batch():
         raise ApiError(413, "too_many_files", f"at most {defaults.API_BATCH_MAX_FILES} files per batch",
                        limit_files=defaults.API_BATCH_MAX_FILES)
     try:
-        items = json.loads(request.form.get("items") or "[]")
+        items = parse_bounded_json(request.form.get("items") or "[]", "`items`",
+                                   max_depth=defaults.API_JSON_MAX_DEPTH + 2)
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise ValueError
+    except JsonRefused as e:
+        raise ApiError(400, "invalid_request", str(e)) from None
     except ValueError:
         raise ApiError(422, "invalid_request", "`items` must be a JSON array of objects "
                                                "({external_id, metadata}) in the order of the files") from None
@@ -297,6 +306,25 @@ def withdraw_upload(upload_id: str):
     client = _client()
     upload = get_lifecycle().withdraw(get_session(), _own_upload(upload_id), f"api:{client.name}", request_id())
     return jsonify(upload_body(upload, show_score=client.show_score))
+
+
+@bp.post("/page-tokens")
+def create_page_token():
+    """A short-lived token that lets one of the platform's signed-in users upload through the page
+    (`/?token=...`) for this key: its uploads count as the platform's (webhooks, thresholds)."""
+    from datetime import UTC, datetime
+
+    from app.page.tokens import mint_page_token
+
+    client = _client()
+    try:
+        body = PageTokenIn.model_validate(request.get_json(silent=True) or {})
+    except ValidationError as e:
+        raise ApiError(422, "invalid_request", "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: "
+                                                          f"{err['msg']}" for err in e.errors())) from None
+    token, expires = mint_page_token(current_app.config["VERITY"].secret_key, client.id, body.subject)
+    return _json(PageTokenOut(token=token, expires_at=datetime.fromtimestamp(expires, UTC),
+                              page_url=url_for("page.index", token=token)), 201)
 
 
 @bp.get("/me")

@@ -130,6 +130,19 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json_response("The withdrawn upload", "UploadOut"), **_errors(400, 401, 404, 429)},
             },
         },
+        "/api/v1/page-tokens": {
+            "post": {
+                "operationId": "createPageToken",
+                "summary": "A short-lived token that lets one of your signed-in users upload through the page "
+                           "(`/?token=...`) as yours",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"subject": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+                                               "description": "Your id for the user (kept as page_user)"}}}}}},
+                "responses": {"201": _json_response("The token and the page's URL with it", "PageTokenOut"),
+                              **_errors(401, 422, 429)},
+            },
+        },
         "/api/v1/me": {
             "get": {"operationId": "getMe", "summary": "This key's settings",
                     "responses": {"200": _json_response("The key", "ClientOut"), **common}},
@@ -166,8 +179,8 @@ def build_spec() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": _paths(),
         "webhooks": {
-            event: {"post": {"summary": f"{event}: body is the GET /uploads/{{id}} shape, signed "
-                                        "(Verity-Signature: v1=HMAC-SHA256(secret, timestamp + '.' + body))",
+            event: {"post": {"summary": f"{event}: body is the GET /uploads/{{id}} shape, signed (Verity-Signature: "
+                                        "v2=HMAC-SHA256(secret, timestamp.event_id.event.body))",
                              "requestBody": {"content": {"application/json": {"schema": _ref("UploadOut")}}},
                              "responses": {"2XX": {"description": "Received"}}}}
             for event in ("upload.analyzed", "upload.decided", "upload.failed")

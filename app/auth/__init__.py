@@ -49,6 +49,7 @@ def login():
     from app.db import get_session
     from core.lifecycle import audit
     from core.models import User, utcnow
+    from core.models.accounts import check_password_of
 
     if current_user.is_authenticated and request.method == "GET":
         return redirect(_safe_next(request.args.get("next")))
@@ -58,7 +59,7 @@ def login():
         password = request.form.get("password") or ""
         s = get_session()
         user = s.scalar(select(User).where(User.username == username)) if username else None
-        if user is not None and user.is_active and user.check_password(password):
+        if check_password_of(user, password) and user.is_active:
             login_user(user)
             user.last_login_at = utcnow()
             audit(s, "auth.login", user.actor, detail={"ip": request.remote_addr})
@@ -73,8 +74,20 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    from flask_login import logout_user
+    """Sign out everywhere: the account's session generation goes up, so every session of it
+    (this browser's and any copy of its cookie) ends, not only this cookie."""
+    from flask_login import current_user, logout_user
 
+    from app.db import get_session
+    from core.lifecycle import audit
+    from core.models import User
+
+    if current_user.is_authenticated:
+        s = get_session()
+        user = s.get(User, current_user.id)
+        user.session_generation = (user.session_generation or 0) + 1
+        audit(s, "auth.logout", user.actor, detail={"ip": request.remote_addr})
+        s.commit()
     logout_user()
     return redirect(url_for("auth.login"))
 
@@ -83,11 +96,11 @@ def _load_user(user_id: str):
     from app.db import get_session
     from core.models import User
 
-    uid, _, tail = user_id.partition(":")
+    uid = user_id.partition(":")[0]
     if not uid.isdigit():
         return None
     user = get_session().get(User, int(uid))
-    if user is None or not user.is_active or user.password_hash[-12:] != tail:
+    if user is None or not user.matches_session(user_id):
         return None
     return user
 

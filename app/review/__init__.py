@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, request
+from flask import Flask, abort, jsonify, request
 
 RQ_DASHBOARD_PREFIX = "/admin/rq"
+RQ_DASHBOARD_ACTIONS = {"rq_dashboard.requeue_all", "rq_dashboard.requeue_job_view", "rq_dashboard.delete_job_view",
+                        "rq_dashboard.empty_queue", "rq_dashboard.compact_queue"}
+"""rq-dashboard's views that change something: POST only, same origin (its /requeue/<queue> also
+answers GET, so a cross-site link would re-run every failed job with an admin's Lax cookie)."""
 
 
 def init_app(app: Flask) -> None:
@@ -61,8 +65,18 @@ def _mount_rq_dashboard(app: Flask) -> None:
             return app.login_manager.unauthorized()
         if not current_user.is_admin:
             abort(403, "admins only")
+        if request.endpoint in RQ_DASHBOARD_ACTIONS and request.method != "POST":
+            abort(405, "this action takes POST only")
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
             if urlsplit(origin).netloc != request.host:
                 abort(403, "cross-origin request refused")
+        if request.endpoint == "rq_dashboard.compact_queue":
+            # RQ's compact renames the queue's list, which Redis refuses for a list that does not
+            # exist (an empty queue): nothing to compact is not an error.
+            from rq import Queue
+
+            name = (request.view_args or {}).get("queue_name", "")
+            if not app.extensions["verity.redis"].exists(Queue(name, connection=app.extensions["verity.redis"]).key):
+                return jsonify(status="OK", compacted=0)
         return None

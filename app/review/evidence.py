@@ -19,6 +19,7 @@ from PIL import Image
 
 from core import defaults
 from core.models import Analysis, Upload
+from core.storage import BlobNotFound
 
 SAFE_TYPES = {
     "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
@@ -92,9 +93,13 @@ def cache_dir(settings, *parts: str) -> Path:
 
 
 def blob_path(storage, settings, sha256: str) -> Path:
-    """A local path to the blob: the file store's own file, or a cached copy from S3."""
+    """A local path to the blob: the file store's own file, or a cached copy from S3. Raises
+    BlobNotFound when the blob is gone (the platform withdrew the upload)."""
     if hasattr(storage, "path_for"):
-        return storage.path_for(sha256)
+        path = storage.path_for(sha256)
+        if not path.is_file():
+            raise BlobNotFound(sha256)
+        return path
     dest = cache_dir(settings, "blobs") / sha256
     if not dest.is_file():
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".dl-")

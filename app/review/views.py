@@ -29,6 +29,7 @@ from core import defaults, lifecycle, overrides
 from core.lifecycle import Conflict
 from core.models import Analysis, AuditEvent, Decision, ReviewItem, Status, Upload, User
 from core.settings import STATUSES_ROUTABLE, SettingsError
+from core.storage import BlobNotFound
 
 bp = Blueprint("review", __name__, url_prefix="/review", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -202,7 +203,10 @@ def media(upload_id: str):
     if upload is None:
         abort(404, f"no upload {upload_id}")
     settings = current_app.config["VERITY"]
-    path = evidence.blob_path(current_app.extensions["verity.storage"], settings, upload.sha256)
+    try:
+        path = evidence.blob_path(current_app.extensions["verity.storage"], settings, upload.sha256)
+    except BlobNotFound:
+        abort(410, "the media is gone: the platform withdrew this upload (its record and analysis stay)")
     mime = upload.mime if upload.mime in evidence.SAFE_TYPES else "application/octet-stream"
     ext = evidence.SAFE_TYPES.get(upload.mime, "bin")
     resp = send_file(path, mimetype=mime, conditional=True, etag=upload.sha256, max_age=0,
@@ -226,7 +230,10 @@ def crop(analysis_id: int, rank: int):
     if not 0 <= rank < len(faces):
         abort(404)
     settings = current_app.config["VERITY"]
-    evidence.ensure_crops(current_app.extensions["verity.storage"], settings, analysis.upload, analysis, faces)
+    try:
+        evidence.ensure_crops(current_app.extensions["verity.storage"], settings, analysis.upload, analysis, faces)
+    except BlobNotFound:
+        pass  # withdrawn: only crops cut before stay viewable
     path = evidence.crop_path(settings, analysis, faces[rank])
     if not path.is_file():
         abort(404, "the frame of this face could not be decoded again")

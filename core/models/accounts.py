@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from datetime import datetime
 
 from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
+
+_DUMMY_HASH: list[str] = []
 
 from core.models.base import Base, utcnow
 
@@ -32,6 +36,8 @@ class User(Base):
     blur_media: Mapped[bool] = mapped_column(Boolean, default=True)
     """Wellbeing: media is shown blurred until the moderator reveals it."""
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Part of every session's id: raising it (sign-out) ends every session of the account."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
 
@@ -49,8 +55,14 @@ class User(Base):
         return False
 
     def get_id(self) -> str:
-        # The hash tail rides along: changing the password ends every existing session.
-        return f"{self.id}:{self.password_hash[-12:]}"
+        # The session generation and the hash tail ride along: signing out (which raises the
+        # generation) or changing the password ends every existing session of the account,
+        # including a copy of the cookie taken before.
+        return f"{self.id}:{self.session_generation or 0}:{self.password_hash[-12:]}"
+
+    def matches_session(self, session_id: str) -> bool:
+        """Whether a session id (Flask-Login's user id) is still one of this account's."""
+        return self.is_active and hmac.compare_digest(session_id, self.get_id())
 
     @property
     def is_admin(self) -> bool:
@@ -65,3 +77,14 @@ class User(Base):
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+
+def check_password_of(user: User | None, password: str) -> bool:
+    """The password check of a sign-in, as slow for an unknown name as for a known one (a dummy
+    scrypt hash is checked instead), so that the answer's timing does not tell which names exist."""
+    if user is None:
+        if not _DUMMY_HASH:
+            _DUMMY_HASH.append(generate_password_hash(secrets.token_hex(16), method=PASSWORD_METHOD))
+        check_password_hash(_DUMMY_HASH[0], password)
+        return False
+    return user.check_password(password)

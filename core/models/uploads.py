@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -71,6 +73,9 @@ class Upload(Base):
     """A Status; written only by core/lifecycle.py."""
     source: Mapped[str] = mapped_column(String(16))
     """"page" or "api"."""
+    anonymous: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """From the upload page with no account and no platform token: refused when unreadable at the
+    door, reviewed after every platform item (core/policy.review_priority)."""
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     duration: Mapped[float | None] = mapped_column(Float)

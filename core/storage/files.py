@@ -48,7 +48,7 @@ class FileStorage:
                 shutil.copyfile(path, tmp)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o640)
+            os.chmod(tmp, 0o600)  # the data dir is the operator's alone (cli/options.py)
             os.replace(tmp, dest)
         finally:
             if os.path.exists(tmp):

@@ -57,8 +57,12 @@ def test_readme_client_example_runs(api_app, api_settings, live_server, tmp_path
 
     verify_ns: dict = {}
     exec(compile(snippet, "README.md", "exec"), verify_ns)  # noqa: S102
-    from core.webhooks.signing import signature
+    from core.webhooks.signing import signed_headers
 
-    ts = str(int(time.time()))
-    assert verify_ns["verify"]("whsec_x", ts, signature("whsec_x", ts, b"{}"), b"{}")
-    assert not verify_ns["verify"]("whsec_x", ts, signature("whsec_x", ts, b"{}"), b"{ }")
+    headers = signed_headers("whsec_x", "ev1", "upload.analyzed", b"{}")
+    assert verify_ns["verify"]("whsec_x", headers, b"{}")
+    assert not verify_ns["verify"]("whsec_x", headers, b"{ }")
+    # a captured delivery replayed under another event id or type fails
+    assert not verify_ns["verify"]("whsec_x", {**headers, "Verity-Event-Id": "ev2"}, b"{}")
+    assert not verify_ns["verify"]("whsec_x", {**headers, "Verity-Event": "upload.decided"}, b"{}")
+    assert not verify_ns["verify"]("whsec_x", {**headers, "Verity-Timestamp": str(int(time.time()) - 3600)}, b"{}")

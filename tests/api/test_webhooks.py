@@ -83,8 +83,8 @@ def test_failed_analysis_webhook_is_retried_signed_and_logged(api_app, api_setti
     for req in receiver.requests:
         h = req["headers"]
         assert h["Verity-Event-Id"] == d.id and h["Verity-Event"] == "upload.failed"
-        assert verify(secret, h["Verity-Timestamp"], h["Verity-Signature"], req["body"])
-        assert h["Verity-Signature"] == signature(secret, h["Verity-Timestamp"], req["body"])
+        assert verify(secret, h, req["body"])
+        assert h["Verity-Signature"] == signature(secret, h["Verity-Timestamp"], d.id, "upload.failed", req["body"])
     body = json.loads(receiver.requests[-1]["body"])
     got = api_app.test_client().get(f"/api/v1/uploads/{uid}", headers=bearer(key)).get_json()
     assert body == got and body["decision"] == "review" and body["review"]["reason"] == "analysis_failed"
@@ -172,13 +172,30 @@ def test_a_dead_endpoint_ends_failed_after_the_last_retry(api_app, api_settings)
 
 
 def test_signature_verification():
+    from core.webhooks.signing import signed_headers
+
     body = b'{"id":"x"}'
-    sig = signature("whsec_test", 1700000000, body)
-    assert verify("whsec_test", "1700000000", sig, body, now=1700000010)
-    assert not verify("whsec_test", "1700000000", sig, body + b" ", now=1700000010)
-    assert not verify("whsec_other", "1700000000", sig, body, now=1700000010)
-    assert not verify("whsec_test", "1700000000", sig, body, now=1700009999)  # replay window
-    assert not verify("whsec_test", "nope", sig, body)
+    h = signed_headers("whsec_test", "ev1", "upload.analyzed", body, now=1700000000)
+    assert h["Verity-Signature"] == signature("whsec_test", 1700000000, "ev1", "upload.analyzed", body)
+    assert verify("whsec_test", h, body, now=1700000010)
+    assert not verify("whsec_test", h, body + b" ", now=1700000010)
+    assert not verify("whsec_other", h, body, now=1700000010)
+    assert not verify("whsec_test", h, body, now=1700009999)  # replay window
+    assert not verify("whsec_test", {**h, "Verity-Timestamp": "nope"}, body)
+
+
+def test_a_captured_delivery_replayed_under_a_new_event_id_or_type_fails():
+    """The signature covers the event id and type (v2): a delivery replayed within the time
+    tolerance with another Verity-Event-Id (which a receiver deduplicates on) or another
+    Verity-Event no longer verifies. Under v1 (timestamp and body only) both passed."""
+    from core.webhooks.signing import signed_headers
+
+    body = b'{"id":"x","status":"blocked"}'
+    h = signed_headers("whsec_test", "ev1", "upload.decided", body, now=1700000000)
+    assert verify("whsec_test", h, body, now=1700000001)
+    assert not verify("whsec_test", {**h, "Verity-Event-Id": "ev2"}, body, now=1700000001)
+    assert not verify("whsec_test", {**h, "Verity-Event": "upload.analyzed"}, body, now=1700000001)
+    assert h["Verity-Signature"].startswith("v2=") and "v1=" not in h["Verity-Signature"]
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1/x", "http://localhost/x", "http://10.1.2.3/",

@@ -113,7 +113,7 @@ def test_hanging_resetting_failing_webhook_endpoint(service_factory, bad_endpoin
     ok = [(eid, h, body) for eid, what, h, body in bad_endpoint.log if what == "ok"]
     assert {eid for eid, _, _ in ok} == {d.id for d in deliveries}
     for eid, h, body in ok:
-        assert h["Verity-Signature"] == signature(secret, h["Verity-Timestamp"], body), eid
+        assert h["Verity-Signature"] == signature(secret, h["Verity-Timestamp"], eid, h["Verity-Event"], body), eid
     ledger = svc.ledger(stream.accepted)
     behaviours = Counter(what for _, what, _, _ in bad_endpoint.log)
     ledger.check("webhook-endpoint-faults", deliveries=len(deliveries), endpoint_requests=dict(behaviours),

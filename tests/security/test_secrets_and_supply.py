@@ -80,7 +80,7 @@ def test_no_secret_reaches_the_logs_or_the_audit_trail(make_app, settings, caplo
     out = deliver_with(settings.with_(webhook_allow_private=True), app.extensions["verity.db"].engine, delivery.id)
     assert got, out
     headers, _ = got[0]
-    assert headers["Verity-Signature"].startswith("v1=")
+    assert headers["Verity-Signature"].startswith("v2=")
     with app.extensions["verity.db"].session() as s:
         trail = json.dumps([[e.actor, e.action, e.detail] for e in s.scalars(select(AuditEvent))], default=str)
         trail += json.dumps([[a.url, a.error] for a in s.scalars(select(WebhookAttempt))])
