@@ -9,10 +9,12 @@ STAMP   = $(VENV)/.installed-dev
 .PHONY: up test install bench load lint
 
 $(STAMP): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "Installing Verity into $(VENV) (the first time takes a minute or two: onnxruntime, OpenCV, PyAV...)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install --quiet --upgrade pip
+	@$(PIP) install --quiet -e '.[dev]'
+	@touch $(STAMP)
+	@echo "Installed: $(VENV)/bin/verity"
 
 install: $(STAMP)
 

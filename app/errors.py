@@ -57,6 +57,10 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _echo_request_id(resp):
         resp.headers[REQUEST_ID_HEADER] = request_id()
+        if resp.status_code not in (429, 503):
+            # Flask-Limiter adds Retry-After to every limited response; it means "wait before
+            # retrying", so it belongs to a refusal only (RFC 9110).
+            resp.headers.pop("Retry-After", None)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         return resp
 

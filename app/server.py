@@ -27,7 +27,7 @@ class WebServer(BaseApplication):
             "threads": threads,
             "worker_class": "gthread",
             "timeout": 120,
-            "graceful_timeout": defaults.SHUTDOWN_GRACE_SECONDS,
+            "graceful_timeout": defaults.WEB_GRACE_SECONDS,
             "accesslog": settings.access_log,
             "errorlog": "-",
             "loglevel": settings.log_level.lower(),

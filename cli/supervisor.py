@@ -75,66 +75,113 @@ def child_env(s: Settings) -> dict[str, str]:
 
 
 class Supervisor:
-    """Starts child processes, forwards SIGINT/SIGTERM to them, and stops all when one dies;
-    a child marked `restart` (detector workers) is started again after a crash, unless it died
-    within FAST_FAIL_SECONDS of its start (a configuration fault: retrying would only loop)."""
+    """Starts child processes, stops them all when one dies or a stop is asked for; a child
+    marked `restart` (detector workers) is started again after a crash, unless it died within
+    FAST_FAIL_SECONDS of its start (a configuration fault: retrying would only loop).
+
+    Stopping: SIGTERM to each child (only the child: it stops what is under it, e.g. gunicorn its
+    workers), `grace` seconds for them to finish, then SIGKILL to each child's whole process
+    group. With `own_groups` each child leads its own process group, so a Ctrl-C in the terminal
+    reaches the supervisor alone (not every process twice, once from the terminal and once
+    forwarded, which deadlocked gunicorn's workers) and the final SIGKILL takes the child's
+    descendants with it. A second Ctrl-C or SIGTERM kills everything at once."""
 
     FAST_FAIL_SECONDS = 20
 
-    def __init__(self) -> None:
+    def __init__(self, *, grace: float = defaults.SHUTDOWN_GRACE_SECONDS, own_groups: bool = True) -> None:
         self.children: dict[str, tuple[list[str], dict, bool, subprocess.Popen]] = {}
         self.started: dict[str, float] = {}
+        self.grace = grace
+        self.own_groups = own_groups
         self.stopping = False
+        self.hurry = False
 
     def spawn(self, name: str, cmd: list[str], env: dict, restart: bool) -> None:
-        proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent())  # noqa: PLW1509 - see die_with_parent
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent(),  # noqa: PLW1509 - see die_with_parent
+                                process_group=0 if self.own_groups else None)
         self.children[name] = (cmd, env, restart, proc)
         self.started[name] = time.monotonic()
 
     def _on_signal(self, signum, _frame) -> None:
+        if self.stopping:
+            self.hurry = True  # the second Ctrl-C: no more waiting
         self.stopping = True
 
-    def run(self) -> int:
+    def run(self, ready: Callable[[], bool] | None = None, on_ready: Callable[[], None] | None = None,
+            ready_timeout: float = defaults.READY_TIMEOUT_SECONDS) -> int:
+        """Supervise until a stop is asked for or a child ends; `on_ready` is called once, the
+        first time `ready()` is true (polled every half second; a failure after `ready_timeout`
+        stops everything)."""
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         rc = 0
+        t0 = next_check = time.monotonic()
         try:
             while not self.stopping:
-                for name, (cmd, env, restart, proc) in list(self.children.items()):
-                    code = proc.poll()
-                    if code is None:
-                        continue
-                    lived = time.monotonic() - self.started[name]
-                    # Killed by a signal (code < 0: the OOM killer, an operator's kill -9) is a crash
-                    # whenever it happens, not a configuration fault: restart it (tests/chaos).
-                    if restart and code != 0 and (lived >= self.FAST_FAIL_SECONDS or code < 0):
-                        click.echo(f"{name} exited with {code} after {lived:.0f}s; restarting", err=True)
-                        time.sleep(1)
-                        self.spawn(name, cmd, env, restart)
-                    elif restart and code == 0:
-                        del self.children[name]
-                    else:
-                        if code != 0:
-                            click.echo(f"{name} exited with {code}; stopping", err=True)
-                            rc = code
-                        del self.children[name]
-                        self.stopping = True
+                rc = self._reap() or rc
                 if not self.children:
                     break
-                time.sleep(0.2)
+                if ready is not None and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 0.5
+                    if ready():
+                        ready = None
+                        if on_ready is not None:
+                            on_ready()
+                    elif time.monotonic() - t0 > ready_timeout:
+                        click.echo(f"not ready after {ready_timeout:.0f}s (see the messages above); stopping",
+                                   err=True)
+                        rc = 1
+                        break
+                time.sleep(0.1)
         finally:
             self.stop_all()
             for sig, h in old.items():
                 signal.signal(sig, h)
         return rc
 
+    def _reap(self) -> int:
+        rc = 0
+        for name, (cmd, env, restart, proc) in list(self.children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            lived = time.monotonic() - self.started[name]
+            # Killed by a signal (code < 0: the OOM killer, an operator's kill -9) is a crash
+            # whenever it happens, not a configuration fault: restart it (tests/chaos).
+            if restart and code != 0 and (lived >= self.FAST_FAIL_SECONDS or code < 0):
+                click.echo(f"{name} exited with {code} after {lived:.0f}s; restarting", err=True)
+                time.sleep(1)
+                self.spawn(name, cmd, env, restart)
+            elif restart and code == 0:
+                del self.children[name]
+            else:
+                if code != 0:
+                    click.echo(f"{name} exited with {code}; stopping", err=True)
+                    rc = code
+                del self.children[name]
+                self.stopping = True
+        return rc
+
     def stop_all(self) -> None:
-        procs = [p for (_, _, _, p) in self.children.values() if p.poll() is None]
+        self.stopping = True
+        procs = [p for (_, _, _, p) in self.children.values()]
         for p in procs:
-            p.send_signal(signal.SIGTERM)  # rq: warm shutdown (finish the job); gunicorn: graceful
-        deadline = time.monotonic() + defaults.SHUTDOWN_GRACE_SECONDS
+            if p.poll() is None and not self.hurry:
+                p.send_signal(signal.SIGTERM)  # rq: warm shutdown; gunicorn: graceful
+        deadline = time.monotonic() + self.grace
+        while not self.hurry and time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            time.sleep(0.05)
         for p in procs:
+            self._kill(p)
+        for p in procs:
+            p.wait()
+
+    def _kill(self, proc: subprocess.Popen) -> None:
+        """SIGKILL the child and, when it leads its own group, everything still under it."""
+        targets = [lambda: os.killpg(proc.pid, signal.SIGKILL)] if self.own_groups else []
+        if proc.poll() is None:
+            targets.append(proc.kill)
+        for kill in targets:
             try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                kill()
+            except (ProcessLookupError, PermissionError):
+                pass

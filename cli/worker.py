@@ -77,7 +77,7 @@ def worker_command(data_dir: Path | None, num: int | str, burst: bool, max_jobs:
         cmd += ["--max-jobs", str(max_jobs)]
     env = child_env(s)
     env["VERITY_ORT_THREADS"] = str(threads)
-    sup = Supervisor()
+    sup = Supervisor(grace=defaults.POOL_GRACE_SECONDS, own_groups=False)  # its workers stay in its group
     for i in range(num):
         sup.spawn(f"worker-{i + 1}", cmd, env, restart=not burst)
     sys.exit(sup.run())

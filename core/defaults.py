@@ -80,8 +80,20 @@ WEB_WORKERS = 2
 WEB_THREADS = 4
 """Threads per gunicorn worker (gthread): uploads wait on disk and Redis, not on the CPU."""
 
-SHUTDOWN_GRACE_SECONDS = 30
-"""How long `verity up` waits for its children after SIGTERM before it kills them."""
+SHUTDOWN_GRACE_SECONDS = 8
+"""How long `verity up` waits for its children after Ctrl-C or SIGTERM before it kills them and
+everything under them: everything stops within 10 s, whatever state it is in (a job cut short is
+handed back by the lease and the reconciler; an upload cut short was never acknowledged)."""
+
+POOL_GRACE_SECONDS = 6
+"""The same for the workers of `verity worker -n N`: shorter, so a pool under `verity up` is
+down before the launcher's own deadline."""
+
+WEB_GRACE_SECONDS = 5
+"""gunicorn's graceful timeout: in-flight requests get this long to finish on shutdown."""
+
+READY_TIMEOUT_SECONDS = 180
+"""How long `verity up` waits for /readyz (web up, a detector worker with its model loaded)."""
 
 # --- platform API (issue 5) -----------------------------------------------------------------
 API_KEY_PREFIX = "vk_"

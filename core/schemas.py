@@ -5,13 +5,22 @@ server cannot drift apart."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from core import defaults
+
+
+def _utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+"""A time in the API: RFC 3339 in UTC, with its `Z` (`2026-12-06T00:06:07.886439Z`)."""
 
 Decision = Literal["allow", "review", "block"]
 Event = Literal["upload.analyzed", "upload.decided", "upload.failed"]
@@ -82,8 +91,8 @@ class UploadOut(BaseModel):
     mime: str
     bytes: int
     sha256: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
     analysis: AnalysisOut | None
     review: ReviewOut | None
     links: Links
@@ -116,7 +125,7 @@ class DeliveryAttemptOut(BaseModel):
     status_code: int | None
     latency_ms: float
     error: str | None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class DeliveryOut(BaseModel):
@@ -125,11 +134,11 @@ class DeliveryOut(BaseModel):
     upload_id: str
     state: Literal["pending", "delivered", "failed"]
     attempts: int
-    next_attempt_at: datetime | None
+    next_attempt_at: UtcDateTime | None
     last_status_code: int | None
     last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
+    created_at: UtcDateTime
+    delivered_at: UtcDateTime | None
     attempt_log: list[DeliveryAttemptOut] | None = None
 
 
@@ -238,7 +247,7 @@ class PageTokenIn(BaseModel):
 
 class PageTokenOut(BaseModel):
     token: str = Field(description="Lets one browser upload through the page for this key until it expires.")
-    expires_at: datetime
+    expires_at: UtcDateTime
     page_url: str = Field(description="The upload page with the token: embed or link it for your signed-in user.")
 
 

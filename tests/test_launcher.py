@@ -3,11 +3,13 @@ real worker process; then a restart on the same data dir loses nothing."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -294,3 +296,142 @@ def test_a_second_launcher_on_the_same_data_dir_is_refused(tmp_path):
     finally:
         lock.close()
     assert r.exit_code == 1 and "another `verity up`" in r.output and str(os.getpid()) in r.output
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process under `pid` now (children, grandchildren...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+class _Uploader:
+    """Uploads photos as fast as it can until stopped; remembers what was accepted (202)."""
+
+    def __init__(self, base: str):
+        import threading
+
+        self.base, self.accepted, self.stop = base, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            try:
+                status, body = _post_file(self.base + "/api/v1/uploads", jpeg_bytes(face_image((640 + i % 50, 480), 300)))
+                if status == 202:
+                    self.accepted.append(body["id"])
+            except (OSError, ValueError, http.client.HTTPException):
+                continue  # the server is going away: that is the point
+
+
+@pytest.mark.parametrize("cycles", [int(os.environ.get("VERITY_LAUNCHER_CYCLES", "3"))])
+def test_ctrl_c_stops_everything_every_time_and_loses_no_accepted_upload(tmp_path, shared_detector, cycles):
+    """`verity up` started and stopped again and again on one data dir, each Ctrl-C while uploads
+    are arriving: within 10 s nothing of it runs and the port is free; 'Verity is up' comes only
+    once /readyz answers; after a last start every upload that got a 202 has its verdict.
+    (VERITY_LAUNCHER_CYCLES=N for more cycles.)"""
+    data_dir = tmp_path / "var"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    accepted: list[str] = []
+    AUTH.clear()  # this data dir's own key, made at the first start
+    for cycle in range(cycles + 1):
+        proc = _start(data_dir, port)
+        line = ""
+        while "Verity is up" not in line:
+            line = proc.stdout.readline()
+            assert line, f"verity up ended before it was up (cycle {cycle})"
+        assert _get(base + "/readyz")[0] == 200  # it said so only once it was so
+        if not AUTH:
+            key = subprocess.run([sys.executable, "-m", "cli", "key", "create", "ctrl-c", "--rate-limit",
+                                  "100000/minute", "--data-dir", str(data_dir)],
+                                 cwd=REPO, capture_output=True, text=True, env=_start_env(), check=True)
+            AUTH["Authorization"] = f"Bearer {key.stdout.strip().splitlines()[-1]}"
+        if cycle == cycles:
+            break
+        uploader = _Uploader(base)
+        uploader.thread.start()
+        wait_for(lambda u=uploader: len(u.accepted) >= 2, 30, "uploads to be accepted")
+        tree = _descendants(proc.pid)
+        assert len(tree) >= 4, tree  # redis, web (+ its workers), detector worker, webhook worker
+        t0 = time.monotonic()
+        out = _stop(proc)  # SIGINT, as a Ctrl-C, in the middle of the uploads
+        took = time.monotonic() - t0
+        uploader.stop.set()
+        uploader.thread.join(15)
+        accepted += uploader.accepted
+        assert proc.returncode == 0, out[-2000:]
+        assert took < 12, f"cycle {cycle}: stopped in {took:.1f} s"
+        alive = [p for p in tree if _alive(p)]
+        assert not alive, f"cycle {cycle}: still running after the stop: {alive}"
+        assert _port_free(port), f"cycle {cycle}: port {port} still bound"
+        assert _redis_servers_on(data_dir) == []
+
+    def all_decided():
+        answers = [_get(f"{base}/api/v1/uploads/{u}") for u in accepted]
+        assert all(code == 200 for code, _ in answers), [a for a in answers if a[0] != 200][:3]
+        return all(json.loads(body)["status"] not in ("queued", "analyzing") for _, body in answers)
+
+    try:
+        wait_for(all_decided, 120, f"verdicts for the {len(accepted)} accepted uploads")
+    finally:
+        _stop(proc)
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, shared_detector):
+    data_dir = tmp_path / "var"
+    port = free_port()
+    proc = _start(data_dir, port)
+    while "Verity is up" not in (line := proc.stdout.readline()):
+        assert line, "verity up ended before it was up"
+    tree = _descendants(proc.pid)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5
+    wait_for(lambda: not [p for p in tree if _alive(p)], 10, "every child to be gone")
+    assert _port_free(port)
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path):
+    import socket
+
+    from cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = CliRunner().invoke(main, ["up", "--data-dir", str(tmp_path), "--port", str(port)],
+                               env={"REDIS_URL": "", "DATABASE_URL": ""})
+    assert r.exit_code == 1
+    assert f"port {port} on 127.0.0.1 is in use" in r.output and "--port" in r.output
+    assert not (tmp_path / "redis").exists()  # nothing was started
