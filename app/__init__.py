@@ -13,6 +13,7 @@ def create_app(config: dict[str, Any] | None = None):
 
     from app import api, db, errors, health, metrics, page
     from core import defaults
+    from core.bank import DecisionCurator
     from core.lifecycle import Lifecycle
     from core.queue import redis_connection
     from core.settings import load_settings
@@ -48,6 +49,8 @@ def create_app(config: dict[str, Any] | None = None):
     # Every status change goes through this process's lifecycle; webhooks subscribe here.
     lifecycle = app.extensions["verity.lifecycle"] = Lifecycle(settings, storage, redis)
     lifecycle.subscribe(Outbox(settings, app.extensions["verity.db"].engine, redis).on_status_change)
+    # Confirmed fakes go into the known-fakes bank (and out again when an admin revises them).
+    lifecycle.subscribe(DecisionCurator(settings, app.extensions["verity.db"].engine, storage).on_status_change)
     page.init_app(app)
     api.init_app(app)
     health.init_app(app)

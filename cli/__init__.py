@@ -8,6 +8,7 @@
     db        cli/db.py         migrations
     user      cli/user.py       review UI accounts
     key       cli/key.py        platform API keys
+    bank      cli/bank.py       the known-fakes bank
     doctor    cli/doctor.py     what is wrong with this installation
     scan      cli/scan.py       score files offline
     eval      cli/eval.py       measure the detector on labelled media
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import click
 
-from cli import db, doctor, eval, key, reconcile, scan, up, user, web, webhooks, worker
+from cli import bank, db, doctor, eval, key, reconcile, scan, up, user, web, webhooks, worker
 
 
 @click.group()
@@ -31,5 +32,5 @@ def main() -> None:
 
 for _command in (up.up_command, web.web_command, worker.worker_command, webhooks.webhooks_group,
                  reconcile.reconcile_command, db.db_group, user.user_group, key.key_group,
-                 doctor.doctor_command, scan.scan_command, eval.eval_command):
+                 doctor.doctor_command, scan.scan_command, eval.eval_command, bank.bank_group):
     main.add_command(_command)

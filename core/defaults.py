@@ -57,6 +57,10 @@ UPLOAD_FORM_OVERHEAD_BYTES = 64 * 1024
 BLOCKED_NEEDS_REVIEW = True
 """A blocked upload also gets a review item so that a human confirms the block."""
 
+KNOWN_FAKE_NEEDS_REVIEW = False
+"""An upload that matches the known-fakes bank is blocked without a new review item: a human
+confirmed it already (the evidence view still shows the match)."""
+
 ROUTE_NO_FACE = "cleared"
 """Status for a `no_face` result: nothing for a face-forgery detector to judge. The label stays
 `no_face`, never "authentic" (DESIGN.md); operators who want a human look set `in_review`."""

@@ -3,6 +3,7 @@
     score <  review            -> cleared
     review <= score < block    -> in_review   (review item "score_in_review_band")
     score >= block             -> blocked     (+ review item "blocked" to confirm, by default)
+    known fake (bank match)    -> blocked     (core.bank; a near miss -> in_review "near_known_fake")
     no_face                    -> settings.route_no_face (default cleared: nothing to judge; the
                                   label stays no_face, the service never calls it "authentic")
     unreadable                 -> settings.route_unreadable (default in_review: fail closed)
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from core import defaults
 from detector.result import Label
 
-PRIORITY = {"blocked": 30, "analysis_failed": 25, "unreadable": 20, "score_in_review_band": 10, "no_face": 5}
+PRIORITY = {"known_fake": 35, "blocked": 30, "near_known_fake": 28, "analysis_failed": 25, "unreadable": 20,
+            "score_in_review_band": 10, "no_face": 5}
 """Review queue order (higher first): blocks waiting for confirmation before grey-band items."""
 
 
@@ -57,6 +59,17 @@ def route(label: str | Label, score: float | None, thresholds: Thresholds, *,
     if score >= thresholds.review:
         return Routing("in_review", "score_in_review_band")
     return Routing("cleared", None)
+
+
+def with_bank(routing: Routing, matches, *, known_fake_needs_review: bool = False) -> Routing:
+    """The bank's word over the detector's: a match (the same picture as a confirmed fake) blocks,
+    whatever the score; a near miss sends what would be cleared to a human. `matches` is
+    core.bank.Match-like (`near`)."""
+    if any(not m.near for m in matches):
+        return Routing("blocked", "known_fake" if known_fake_needs_review else None)
+    if matches and routing.status != "blocked":
+        return Routing("in_review", "near_known_fake")
+    return routing
 
 
 def review_priority(routing: Routing, *, anonymous: bool) -> int:

@@ -12,6 +12,7 @@ from core.schemas import (
     EvidenceSummary,
     FrameSummary,
     Links,
+    MatchOut,
     ModelRef,
     ReviewOut,
     UploadOut,
@@ -65,6 +66,7 @@ def upload_out(upload: Upload, *, show_score: bool) -> UploadOut:
             faces=sum(len(f.get("faces", [])) for f in (a.evidence or {}).get("frames", []) or []),
             timings_ms={k: float(v) for k, v in (a.timings or {}).items() if isinstance(v, int | float)},
             evidence=_evidence(a.evidence or {}) if show_score else None,
+            matches=[MatchOut(**m) for m in (a.evidence or {}).get("matches") or []],
         )
     item = upload.review_item
     return UploadOut(

@@ -55,6 +55,19 @@ class EvidenceSummary(BaseModel):
     top_frames: list[FrameSummary] = Field(description="The highest-scoring frames, best first (at most 5).")
 
 
+class MatchOut(BaseModel):
+    """A known-fakes bank entry this upload matched (before the detector's word)."""
+
+    entry_id: str
+    algorithm: Literal["sha256", "pdq", "vpdq"]
+    distance: int | None = Field(description="PDQ Hamming distance of 256 bits (<= 31: the same picture); "
+                                             "0 for sha256.")
+    match_percent: float | None = Field(default=None, description="vPDQ: the share of the video's frames "
+                                                                  "that found a partner in the entry.")
+    source: Literal["decision", "cli", "import"]
+    near: bool = Field(description="A near miss (PDQ 32-63): sent to review, not blocked.")
+
+
 class AnalysisOut(BaseModel):
     label: str
     score: float | None = Field(description="Null unless this key may see raw scores.")
@@ -65,6 +78,7 @@ class AnalysisOut(BaseModel):
     faces: int
     timings_ms: dict[str, float]
     evidence: EvidenceSummary | None = Field(default=None, description="Only for keys that may see scores.")
+    matches: list[MatchOut] = Field(default_factory=list, description="Known-fakes bank entries matched.")
 
 
 class ReviewOut(BaseModel):

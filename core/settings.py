@@ -96,6 +96,7 @@ class Settings:
     blocked_needs_review: bool = defaults.BLOCKED_NEEDS_REVIEW
     route_no_face: str = defaults.ROUTE_NO_FACE
     route_unreadable: str = defaults.ROUTE_UNREADABLE
+    known_fake_needs_review: bool = defaults.KNOWN_FAKE_NEEDS_REVIEW
     model: str | None = None
     """A model name under `models_dir`, a directory, or a model.json; None: the shipped default."""
     models_dir: Path | None = None
@@ -242,6 +243,7 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("VERITY_REVIEW_THRESHOLD", "review_threshold", partial(parse_float, lo=0.0, hi=1.0)),
     ("VERITY_BLOCK_THRESHOLD", "block_threshold", partial(parse_float, lo=0.0, hi=1.0)),
     ("VERITY_BLOCKED_NEEDS_REVIEW", "blocked_needs_review", parse_boolean),
+    ("VERITY_KNOWN_FAKE_NEEDS_REVIEW", "known_fake_needs_review", parse_boolean),
     ("VERITY_ROUTE_NO_FACE", "route_no_face", partial(parse_choice, choices=STATUSES_ROUTABLE)),
     ("VERITY_ROUTE_UNREADABLE", "route_unreadable", partial(parse_choice, choices=STATUSES_ROUTABLE)),
     ("VERITY_MODEL", "model", _text),

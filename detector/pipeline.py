@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector import limits, media
+from detector import limits, media, perceptual
 from detector.aggregate import item_score, label_for
 from detector.classifier import Classifier
 from detector.crops import crop_face
@@ -70,9 +70,11 @@ class Detector:
 
     # --- entry points -----------------------------------------------------------------------
 
-    def analyze_path(self, path: str | os.PathLike, progress=None) -> DetectionResult:
-        """Analyse a file. progress(done, total) is called after each sampled video frame."""
-        return self._analyze(Path(path), progress)
+    def analyze_path(self, path: str | os.PathLike, progress=None, *, hashes: bool = False) -> DetectionResult:
+        """Analyse a file. progress(done, total) is called after each sampled video frame. With
+        `hashes`, the result also carries the media's perceptual hashes (PDQ of an image with its
+        rotations and mirror images, PDQ of each sampled video frame), made from the same decode."""
+        return self._analyze(Path(path), progress, hashes)
 
     def analyze_bytes(self, data: bytes) -> DetectionResult:
         return self._analyze(data)
@@ -87,10 +89,11 @@ class Detector:
 
     # --- internals --------------------------------------------------------------------------
 
-    def _result(self, label: Label, score, reasons, info, frames, timings) -> DetectionResult:
+    def _result(self, label: Label, score, reasons, info, frames, timings, hashes=None) -> DetectionResult:
         return DetectionResult(label=label, score=score, reasons=reasons, model_name=self.model_name,
                                model_version=self.model_version, provider=self.provider, media=info,
-                               frames=frames, timings_ms={k: round(v, 2) for k, v in timings.items()})
+                               frames=frames, timings_ms={k: round(v, 2) for k, v in timings.items()},
+                               hashes=hashes.to_dict() if hashes is not None else None)
 
     def _unreadable(self, err: media.UnreadableMedia, info, timings, t0) -> DetectionResult:
         timings["total"] = (time.perf_counter() - t0) * 1000
@@ -111,9 +114,13 @@ class Detector:
         timings["crop"] += (time.perf_counter() - t2) * 1000
         return FrameEvidence(index=index, timestamp=ts, faces=evidence)
 
-    def _analyze(self, src, progress=None) -> DetectionResult:
+    def _analyze(self, src, progress=None, hashes: bool = False) -> DetectionResult:
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "detect": 0.0, "crop": 0.0}
+        if hashes:
+            timings["hash"] = 0.0
+        pdq: list = []
+        vpdq: list = []
         info = None
         try:
             kind, _ = media.identify(src)
@@ -126,6 +133,10 @@ class Detector:
                 t = time.perf_counter()
                 rgb, info = media.load_image(src)
                 timings["decode"] += (time.perf_counter() - t) * 1000
+                if hashes:
+                    t = time.perf_counter()
+                    pdq = perceptual.pdq_dihedral(rgb)
+                    timings["hash"] += (time.perf_counter() - t) * 1000
                 frames.append(self._detect_frame(0, 0.0, rgb, crops, timings))
                 del rgb
             else:
@@ -138,15 +149,21 @@ class Detector:
                     if frame is None:
                         break
                     info = info_out[0]
+                    if hashes:
+                        t = time.perf_counter()
+                        h = perceptual.pdq_of_rgb(frame.image)
+                        vpdq.append(perceptual.VpdqFrame(h.hex, h.quality, round(frame.timestamp, 3)))
+                        timings["hash"] += (time.perf_counter() - t) * 1000
                     frames.append(self._detect_frame(frame.index, frame.timestamp, frame.image, crops, timings))
                     if progress is not None:
                         progress(len(frames), self.frames)
                 info = info_out[0] if info_out else info
         except media.UnreadableMedia as e:
             return self._unreadable(e, info, timings, t0)
-        return self._finish(frames, crops, info, timings, t0)
+        found = perceptual.MediaHashes(pdq=pdq, vpdq=vpdq) if hashes and (pdq or vpdq) else None
+        return self._finish(frames, crops, info, timings, t0, found)
 
-    def _finish(self, frames, crops, info, timings, t0) -> DetectionResult:
+    def _finish(self, frames, crops, info, timings, t0, hashes=None) -> DetectionResult:
         t = time.perf_counter()
         if crops:
             scores = self.classifier(np.stack(crops))
@@ -158,4 +175,5 @@ class Detector:
         score = item_score(frames, self.top_k)
         label, reasons = label_for(score, self.manifest.thresholds.review, frames, info.kind if info else "image")
         timings["total"] = (time.perf_counter() - t0) * 1000
-        return self._result(label, None if score is None else round(score, 4), reasons, info, frames, timings)
+        return self._result(label, None if score is None else round(score, 4), reasons, info, frames, timings,
+                            hashes)

@@ -65,7 +65,9 @@ class DetectionResult:
     media: MediaInfo | None = None
     frames: list[FrameEvidence] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
-    """Milliseconds per stage: decode, detect, classify, total."""
+    """Milliseconds per stage: decode, detect, classify, total (and hash, when asked for)."""
+    hashes: dict[str, Any] | None = None
+    """Perceptual hashes of the media when asked for (detector/perceptual.MediaHashes.to_dict)."""
 
     @property
     def faces_seen(self) -> int:
@@ -97,4 +99,5 @@ class DetectionResult:
             media=media,
             frames=frames,
             timings_ms=dict(d.get("timings_ms", {})),
+            hashes=d.get("hashes"),
         )

@@ -43,6 +43,13 @@ class WorkerContext:
         return redis_connection(self.settings)
 
     @cached_property
+    def bank(self):
+        """The known-fakes bank's index, rebuilt when the bank changes (core/bank.py)."""
+        from core.bank import BankCache
+
+        return BankCache()
+
+    @cached_property
     def lifecycle(self) -> Lifecycle:
         """This process's lifecycle; the webhook outbox subscribes here, where the worker starts."""
         from core.webhooks.outbox import Outbox

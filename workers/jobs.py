@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from core import metrics
 from core.models import Analysis, Status, Upload
 from core.overrides import review_due_seconds, routing_policy
-from core.policy import route
+from core.policy import route, with_bank
+from detector.perceptual import MediaHashes
 from detector.pipeline import Detector
 from workers.context import WorkerContext, get_context
 
@@ -59,8 +60,12 @@ def analyze_upload(upload_id: str) -> dict[str, Any]:
         else:
             analysis = _analyse(ctx, detector, upload)
 
+        # The bank's word, with the bank as it is now (also for a reused or stored analysis).
+        matches = ctx.bank.get(session).match(upload.sha256, MediaHashes.from_dict(analysis.evidence.get("hashes")))
+        _record_matches(analysis, matches)
         routing = route(analysis.label, analysis.score, policy.thresholds, no_face=policy.no_face,
                         unreadable=policy.unreadable, blocked_needs_review=policy.blocked_needs_review)
+        routing = with_bank(routing, matches, known_fake_needs_review=ctx.settings.known_fake_needs_review)
         if not ctx.lifecycle.route(session, upload, analysis, routing, actor,
                                    review_due_seconds=policy.review_due_seconds, store_analysis=own is None):
             # No longer pending: withdrawn while it was analysed, or stored by a concurrent delivery.
@@ -84,11 +89,19 @@ def _earlier_analyses(session: Session, upload: Upload, detector: Detector) -> t
     return own, prior
 
 
+def _record_matches(analysis: Analysis, matches) -> None:
+    """The matches go into the analysis's evidence and reasons (a copy: the row may be shared)."""
+    bank_reasons = ("known_fake", "near_known_fake")
+    reasons = [r for r in (analysis.reasons or []) if not str(r).startswith(bank_reasons)]
+    analysis.reasons = [m.reason for m in matches] + reasons
+    analysis.evidence = {**(analysis.evidence or {}), "matches": [m.to_dict() for m in matches]}
+
+
 def _analyse(ctx: WorkerContext, detector: Detector, upload: Upload) -> Analysis:
     t = time.perf_counter()
     with ctx.storage.local_path(upload.sha256, ctx.settings.tmp_dir) as path:
         load_ms = (time.perf_counter() - t) * 1000.0
-        result = detector.analyze_path(path)
+        result = detector.analyze_path(path, hashes=True)
     d = result.to_dict()
     timings = dict(result.timings_ms)
     timings["load"] = round(load_ms, 2)
@@ -97,7 +110,8 @@ def _analyse(ctx: WorkerContext, detector: Detector, upload: Upload) -> Analysis
     return Analysis(upload_id=upload.id, sha256=upload.sha256, model_name=result.model_name,
                     model_version=result.model_version, provider=result.provider, score=result.score,
                     label=str(result.label), reasons=list(result.reasons),
-                    evidence={"media": d.get("media"), "frames": d.get("frames", [])}, timings=timings)
+                    evidence={"media": d.get("media"), "frames": d.get("frames", []), "hashes": result.hashes},
+                    timings=timings)
 
 
 def on_analysis_failure(job, connection, exc_type, exc_value, tb) -> None:

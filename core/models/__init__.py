@@ -6,6 +6,7 @@ app, the workers, the schema tests).
 """
 
 from core.models.accounts import Role, User
+from core.models.bank import BankEntry, BankSource
 from core.models.base import Base, new_id, utcnow
 from core.models.clients import ApiClient
 from core.models.runtime_settings import RuntimeSetting
@@ -13,7 +14,7 @@ from core.models.uploads import Analysis, AuditEvent, Decision, ReviewItem, Revi
 from core.models.webhooks import DeliveryState, WebhookAttempt, WebhookDelivery
 
 __all__ = [
-    "Analysis", "ApiClient", "AuditEvent", "Base", "Decision", "DeliveryState", "ReviewItem", "ReviewState",
+    "Analysis", "ApiClient", "AuditEvent", "BankEntry", "BankSource", "Base", "Decision", "DeliveryState", "ReviewItem", "ReviewState",
     "Role", "RuntimeSetting", "Status", "Upload", "User", "WebhookAttempt", "WebhookDelivery", "new_id",
     "utcnow",
 ]

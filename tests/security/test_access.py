@@ -18,7 +18,8 @@ PUBLIC = {
 }
 ADMIN = {"review.reassign", "review.revise", "review.audit", "review.audit_csv", "review.audit_json",
          "review.dashboard", "review.settings",
-         "review.keys", "review.key", "review.key_revoke", "review.key_redeliver"}
+         "review.keys", "review.key", "review.key_revoke", "review.key_redeliver",
+         "review.bank", "review.bank_remove"}
 
 
 def classify(endpoint: str) -> str:
