@@ -58,6 +58,26 @@ def test_images_run_as_non_root():
     assert re.search(r"^USER verity$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
 
 
+def test_compose_file_matches_the_compose_specification():
+    """docker-compose.yml against the Compose specification's JSON schema, as vendored in
+    check-jsonschema (no download at test time)."""
+    pytest.importorskip("check_jsonschema", reason="check-jsonschema is not installed (the dev extra has it)")
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+                           str(REPO / "docker-compose.yml")], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_services_that_serve_no_http_do_not_inherit_the_web_healthcheck():
+    """The image's HEALTHCHECK curls the web server on :8000: every other long-running service
+    states its own check, or disables it."""
+    assert "HEALTHCHECK" in (REPO / "Dockerfile").read_text()
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for name, svc in compose["services"].items():
+        if svc.get("image", "").startswith("verity") and svc.get("command", [""])[:2] != ["verity", "web"]:
+            assert "healthcheck" in svc, f"{name} would run the web server's HEALTHCHECK"
+
+
 def dockerfile_stage(name: str) -> str:
     text = (REPO / "Dockerfile").read_text()
     return text.split(f"AS {name}\n", 1)[1].split("\nFROM ", 1)[0]
