@@ -87,12 +87,14 @@ def wait_healthy(base: str, timeout: float = 180) -> None:
 
 
 def doctor() -> None:
-    # The worker registers a few seconds after the web server answers: wait for it.
+    # The worker registers a few seconds after the web server answers: wait for it (only for it).
     deadline = time.monotonic() + 120
     while True:
         out = run("verity", "doctor", ok=(0, 1))
-        ready = "[FAIL]" not in out and "0 live worker(s)" not in out
-        if ready or time.monotonic() > deadline:
+        failed = [line for line in out.splitlines() if line.startswith("[FAIL]")]
+        if failed:
+            raise CheckFailed("verity doctor: " + "; ".join(failed))
+        if "0 live worker(s)" not in out or time.monotonic() > deadline:
             break
         time.sleep(3)
     for needle in ("all checks passed", "(sha256 verified)", "reachable, at revision", "CPUExecutionProvider"):
