@@ -5,6 +5,7 @@ engine here, so this is the check that keeps them honest)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -138,3 +139,24 @@ def test_test_image_script_parses():
     assert script.stat().st_mode & 0o111, "scripts/test-image must be executable"
     proc = subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="cli/doctor.py loads the model without models_dir=s.models_dir, so it "
+                                       "ignores VERITY_MODELS_DIR (the image's /opt/verity-models): the one-line "
+                                       "fix makes this pass; then drop this mark")
+def test_doctor_finds_the_model_where_the_image_puts_it(tmp_path):
+    """The image installs the project non-editable and its models at VERITY_MODELS_DIR; the compose
+    worker's healthcheck is `verity doctor`. A model name found only there must satisfy it, as it
+    satisfies the worker and `verity scan` (scripts/test-image checks this inside the image)."""
+    models = tmp_path / "models" / "shipped-elsewhere"
+    models.mkdir(parents=True)
+    for f in (REPO / "models" / "verity-sbi").iterdir():
+        (models / f.name).symlink_to(f)
+    env = {**os.environ, "VERITY_MODELS_DIR": str(tmp_path / "models"), "VERITY_MODEL": "shipped-elsewhere",
+           "VERITY_DATA_DIR": str(tmp_path / "data")}
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.run([sys.executable, "-m", "cli", "doctor"], check=False, capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+    model_line = next(line for line in proc.stdout.splitlines() if " model " in line)
+    assert model_line.startswith("[ok  ]") and "sha256 verified" in model_line, model_line
