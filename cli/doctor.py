@@ -39,7 +39,7 @@ def _model(s: Settings):
     try:
         from detector.manifest import load_manifest
 
-        m = load_manifest(s.model, verify=True)
+        m = load_manifest(s.model, verify=True, models_dir=s.models_dir)
         yield "model", True, f"{m.name} {m.version} at {m.model_path} (sha256 verified)"
     except Exception as e:  # noqa: BLE001 - the doctor reports any failure
         yield "model", False, f"{e} (set VERITY_MODEL to a directory with model.json)"
