@@ -15,7 +15,7 @@ answers GET, so a cross-site link would re-run every failed job with an admin's 
 
 
 def init_app(app: Flask) -> None:
-    from app.review import bank, keys  # noqa: F401  (their routes are on the same blueprint)
+    from app.review import bank, calibration, keys  # noqa: F401  (their routes are on the same blueprint)
     from app.review.views import bp
 
     app.register_blueprint(bp)

@@ -19,7 +19,8 @@ PUBLIC = {
 ADMIN = {"review.reassign", "review.revise", "review.audit", "review.audit_csv", "review.audit_json",
          "review.dashboard", "review.settings",
          "review.keys", "review.key", "review.key_revoke", "review.key_redeliver",
-         "review.bank", "review.bank_remove"}
+         "review.bank", "review.bank_remove",
+         "review.calibration", "review.calibration_apply", "review.calibration_undo"}
 
 
 def classify(endpoint: str) -> str:
