@@ -120,6 +120,7 @@ def scan_command(paths, as_json, frames, device, model, evidence):
                 unreadable += 1
             if as_json:
                 row = {"path": str(path), **res.to_dict()}
+                row.pop("hashes", None)  # the bank's, not asked for here
                 if not evidence:
                     row.pop("frames", None)
                     row["faces"] = res.faces_seen
