@@ -61,6 +61,10 @@ KNOWN_FAKE_NEEDS_REVIEW = False
 """An upload that matches the known-fakes bank is blocked without a new review item: a human
 confirmed it already (the evidence view still shows the match)."""
 
+ROUTE_DECLARED_SYNTHETIC = "in_review"
+"""Status for a file that declares itself AI-generated or composited (C2PA, IPTC, generator
+hints): a human looks. Whatever a file declares, it never clears an item by itself."""
+
 ROUTE_NO_FACE = "cleared"
 """Status for a `no_face` result: nothing for a face-forgery detector to judge. The label stays
 `no_face`, never "authentic" (DESIGN.md); operators who want a human look set `in_review`."""

@@ -3,6 +3,7 @@
     score <  review            -> cleared
     review <= score < block    -> in_review   (review item "score_in_review_band")
     score >= block             -> blocked     (+ review item "blocked" to confirm, by default)
+    declared synthetic         -> at least settings.route_declared_synthetic (default in_review)
     known fake (bank match)    -> blocked     (core.bank; a near miss -> in_review "near_known_fake")
     no_face                    -> settings.route_no_face (default cleared: nothing to judge; the
                                   label stays no_face, the service never calls it "authentic")
@@ -18,7 +19,7 @@ from core import defaults
 from detector.result import Label
 
 PRIORITY = {"known_fake": 35, "blocked": 30, "near_known_fake": 28, "analysis_failed": 25, "unreadable": 20,
-            "score_in_review_band": 10, "no_face": 5}
+            "declared_synthetic": 15, "score_in_review_band": 10, "no_face": 5}
 """Review queue order (higher first): blocks waiting for confirmation before grey-band items."""
 
 
@@ -59,6 +60,18 @@ def route(label: str | Label, score: float | None, thresholds: Thresholds, *,
     if score >= thresholds.review:
         return Routing("in_review", "score_in_review_band")
     return Routing("cleared", None)
+
+
+SEVERITY = {"cleared": 0, "in_review": 1, "blocked": 2}
+
+
+def with_provenance(routing: Routing, declared_synthetic: bool, route_declared_synthetic: str) -> Routing:
+    """A file that declares itself synthetic goes at least where the operator routes those
+    (default in_review); a more severe routing stands. Declarations never lower a routing."""
+    if not declared_synthetic or SEVERITY[route_declared_synthetic] <= SEVERITY[routing.status]:
+        return routing
+    reason = "declared_synthetic" if route_declared_synthetic != "cleared" else None
+    return Routing(route_declared_synthetic, reason)
 
 
 def with_bank(routing: Routing, matches, *, known_fake_needs_review: bool = False) -> Routing:

@@ -9,11 +9,13 @@ from sqlalchemy.orm import joinedload
 from core.models import Status, Upload
 from core.schemas import (
     AnalysisOut,
+    ClaimOut,
     EvidenceSummary,
     FrameSummary,
     Links,
     MatchOut,
     ModelRef,
+    ProvenanceOut,
     ReviewOut,
     UploadOut,
 )
@@ -52,6 +54,15 @@ def _evidence(evidence: dict[str, Any]) -> EvidenceSummary:
                            faces=sum(s.faces for s in summaries), top_frames=top)
 
 
+def _provenance(p: dict[str, Any] | None) -> ProvenanceOut | None:
+    if not p:
+        return None
+    return ProvenanceOut(claims=[ClaimOut(source=c["source"], kind=c["kind"], value=c["value"], verified=c["verified"],
+                                          declares=c.get("declares")) for c in p.get("claims", [])],
+                         declared_synthetic=bool(p.get("declared_synthetic")),
+                         declared_capture=bool(p.get("declared_capture")))
+
+
 def upload_out(upload: Upload, *, show_score: bool) -> UploadOut:
     a = upload.latest_analysis
     analysis = None
@@ -67,6 +78,7 @@ def upload_out(upload: Upload, *, show_score: bool) -> UploadOut:
             timings_ms={k: float(v) for k, v in (a.timings or {}).items() if isinstance(v, int | float)},
             evidence=_evidence(a.evidence or {}) if show_score else None,
             matches=[MatchOut(**m) for m in (a.evidence or {}).get("matches") or []],
+            provenance=_provenance((a.evidence or {}).get("provenance")),
         )
     item = upload.review_item
     return UploadOut(

@@ -68,8 +68,29 @@ class MatchOut(BaseModel):
     near: bool = Field(description="A near miss (PDQ 32-63): sent to review, not blocked.")
 
 
+class ClaimOut(BaseModel):
+    """One thing the file declares about its origin."""
+
+    source: Literal["c2pa", "xmp", "exif", "png-text", "comment"]
+    kind: str = Field(description="manifest, remote_manifest, digital_source_type, generator, software, camera")
+    value: str
+    verified: bool = Field(description="Only a C2PA manifest signed by a certificate that chains to the "
+                                       "operator's trust anchors, with the file intact.")
+    declares: Literal["synthetic", "capture"] | None
+
+
+class ProvenanceOut(BaseModel):
+    """What the file declares about its origin (C2PA, IPTC digital source type, generator hints).
+    A camera-origin claim is shown but never clears an upload by itself."""
+
+    claims: list[ClaimOut]
+    declared_synthetic: bool
+    declared_capture: bool
+
+
 class AnalysisOut(BaseModel):
-    label: str
+    label: str = Field(description="likely_authentic, suspected_fake, no_face, unreadable, or declared_synthetic "
+                                   "(the file declares itself AI-generated or composited)")
     score: float | None = Field(description="Null unless this key may see raw scores.")
     reasons: list[str]
     model: ModelRef
@@ -79,6 +100,7 @@ class AnalysisOut(BaseModel):
     timings_ms: dict[str, float]
     evidence: EvidenceSummary | None = Field(default=None, description="Only for keys that may see scores.")
     matches: list[MatchOut] = Field(default_factory=list, description="Known-fakes bank entries matched.")
+    provenance: ProvenanceOut | None = Field(default=None, description="What the file declares about its origin.")
 
 
 class ReviewOut(BaseModel):

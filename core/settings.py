@@ -97,6 +97,10 @@ class Settings:
     route_no_face: str = defaults.ROUTE_NO_FACE
     route_unreadable: str = defaults.ROUTE_UNREADABLE
     known_fake_needs_review: bool = defaults.KNOWN_FAKE_NEEDS_REVIEW
+    route_declared_synthetic: str = defaults.ROUTE_DECLARED_SYNTHETIC
+    c2pa_trust_anchors: tuple[Path, ...] = ()
+    """PEM files (or folders of them) C2PA signers must chain to for a manifest to count as
+    verified (VERITY_C2PA_TRUST_ANCHORS); none: no manifest is verified, each is still shown."""
     model: str | None = None
     """A model name under `models_dir`, a directory, or a model.json; None: the shipped default."""
     models_dir: Path | None = None
@@ -231,6 +235,26 @@ def _rate_limit(name: str, value: str) -> str:
     return value
 
 
+def _pem_paths(name: str, value: str) -> tuple[Path, ...]:
+    """Comma-separated PEM files or folders (every *.pem and *.crt in them), each checked now."""
+    from detector.provenance import load_trust_anchors
+
+    files: list[Path] = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        path = Path(part).expanduser()
+        if path.is_dir():
+            files += sorted(f for f in path.iterdir() if f.suffix in (".pem", ".crt"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SettingsError(f"{name}: {path} does not exist")
+    try:
+        load_trust_anchors(files)
+    except (OSError, ValueError) as e:
+        raise SettingsError(f"{name}: {e}") from None
+    return tuple(files)
+
+
 def _log_level(name: str, value: str) -> str:
     return parse_choice(name, value, ("debug", "info", "warning", "error", "critical")).upper()
 
@@ -244,6 +268,8 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("VERITY_BLOCK_THRESHOLD", "block_threshold", partial(parse_float, lo=0.0, hi=1.0)),
     ("VERITY_BLOCKED_NEEDS_REVIEW", "blocked_needs_review", parse_boolean),
     ("VERITY_KNOWN_FAKE_NEEDS_REVIEW", "known_fake_needs_review", parse_boolean),
+    ("VERITY_ROUTE_DECLARED_SYNTHETIC", "route_declared_synthetic", partial(parse_choice, choices=STATUSES_ROUTABLE)),
+    ("VERITY_C2PA_TRUST_ANCHORS", "c2pa_trust_anchors", _pem_paths),
     ("VERITY_ROUTE_NO_FACE", "route_no_face", partial(parse_choice, choices=STATUSES_ROUTABLE)),
     ("VERITY_ROUTE_UNREADABLE", "route_unreadable", partial(parse_choice, choices=STATUSES_ROUTABLE)),
     ("VERITY_MODEL", "model", _text),

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from core import metrics
 from core.models import Analysis, Status, Upload
 from core.overrides import review_due_seconds, routing_policy
-from core.policy import route, with_bank
+from core.policy import route, with_bank, with_provenance
 from detector.perceptual import MediaHashes
 from detector.pipeline import Detector
+from detector.provenance import read_provenance
 from workers.context import WorkerContext, get_context
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,11 @@ def analyze_upload(upload_id: str) -> dict[str, Any]:
         # The bank's word, with the bank as it is now (also for a reused or stored analysis).
         matches = ctx.bank.get(session).match(upload.sha256, MediaHashes.from_dict(analysis.evidence.get("hashes")))
         _record_matches(analysis, matches)
-        routing = route(analysis.label, analysis.score, policy.thresholds, no_face=policy.no_face,
+        detector_label = (analysis.evidence or {}).get("detector_label", analysis.label)
+        routing = route(detector_label, analysis.score, policy.thresholds, no_face=policy.no_face,
                         unreadable=policy.unreadable, blocked_needs_review=policy.blocked_needs_review)
+        declared = bool(((analysis.evidence or {}).get("provenance") or {}).get("declared_synthetic"))
+        routing = with_provenance(routing, declared, ctx.settings.route_declared_synthetic)
         routing = with_bank(routing, matches, known_fake_needs_review=ctx.settings.known_fake_needs_review)
         if not ctx.lifecycle.route(session, upload, analysis, routing, actor,
                                    review_due_seconds=policy.review_due_seconds, store_analysis=own is None):
@@ -102,16 +106,36 @@ def _analyse(ctx: WorkerContext, detector: Detector, upload: Upload) -> Analysis
     with ctx.storage.local_path(upload.sha256, ctx.settings.tmp_dir) as path:
         load_ms = (time.perf_counter() - t) * 1000.0
         result = detector.analyze_path(path, hashes=True)
+        prov = read_provenance(path, upload.kind, trust_anchors=list(ctx.settings.c2pa_trust_anchors))
     d = result.to_dict()
     timings = dict(result.timings_ms)
     timings["load"] = round(load_ms, 2)
-    for stage, ms in result.timings_ms.items():
+    timings["provenance"] = round(sum(prov.timings_ms.values()), 2)
+    for stage, ms in timings.items():
         metrics.STAGE_SECONDS.labels(stage=stage).observe(ms / 1000.0)
+    label, reasons = str(result.label), list(result.reasons)
+    if prov.declared_synthetic:
+        # What the file says of itself comes first; the detector's own word stays in the evidence.
+        label = DECLARED_SYNTHETIC
+        reasons = [f"{DECLARED_SYNTHETIC}: {_declaration(prov)}", f"detector: {result.label}", *reasons]
     return Analysis(upload_id=upload.id, sha256=upload.sha256, model_name=result.model_name,
                     model_version=result.model_version, provider=result.provider, score=result.score,
-                    label=str(result.label), reasons=list(result.reasons),
-                    evidence={"media": d.get("media"), "frames": d.get("frames", []), "hashes": result.hashes},
+                    label=label, reasons=reasons,
+                    evidence={"media": d.get("media"), "frames": d.get("frames", []), "hashes": result.hashes,
+                              "provenance": prov.to_dict(), "detector_label": str(result.label)},
                     timings=timings)
+
+
+DECLARED_SYNTHETIC = "declared_synthetic"
+"""The label of a file that declares itself AI-generated or composited (detector/provenance)."""
+
+
+def _declaration(prov) -> str:
+    """The strongest claim that makes the file declare itself synthetic, in a few words."""
+    claims = sorted((c for c in prov.claims if c.declares == "synthetic"), key=lambda c: not c.verified)
+    c = claims[0]
+    value = c.value.rsplit("/", 1)[-1]
+    return f"{'verified ' if c.verified else ''}{c.source} {c.kind.replace('_', ' ')} {value}"
 
 
 def on_analysis_failure(job, connection, exc_type, exc_value, tb) -> None:
