@@ -59,4 +59,14 @@ def create_app(config: dict[str, Any] | None = None):
 
     auth.init_app(app)
     review.init_app(app)
+    _add_favicon(app)
     return app
+
+
+def _add_favicon(app) -> None:
+    """/favicon.ico, which browsers ask for on every page (the pages also link app/static/favicon.svg)."""
+    from flask import send_from_directory
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return send_from_directory(app.static_folder, "favicon.ico", mimetype="image/x-icon", max_age=86400)

@@ -13,17 +13,47 @@ from core.representation import VIEW_OPTIONS, upload_body
 
 bp = Blueprint("page", __name__, template_folder="templates")
 
-OUTCOME_TEXT = {
-    Status.QUEUED: "Waiting for a worker",
-    Status.ANALYZING: "Analysing",
-    Status.CLEARED: "Cleared: no sign of a manipulated face",
-    Status.IN_REVIEW: "Sent to a human moderator for review",
-    Status.BLOCKED: "Blocked: a manipulated face is likely",
-    Status.CONFIRMED_FAKE: "Confirmed as manipulated by a moderator",
-    Status.AUTHENTIC: "Judged authentic by a moderator",
-    Status.INCONCLUSIVE: "A moderator could not decide",
+ALLOWED_TYPES = ("JPEG", "PNG", "WebP", "GIF", "MP4", "MOV", "WebM", "MKV")
+"""What the door accepts (judged from the bytes: core/lifecycle.py, detector/media.py), as the page names them."""
+
+PENDING_TEXT = {Status.QUEUED: "Waiting for a worker", Status.ANALYZING: "Analysing"}
+VERDICTS = {
+    Status.CLEARED: ("Cleared", "No sign of a manipulated face was found in this file."),
+    Status.IN_REVIEW: ("Sent to a human moderator",
+                       "The detector could not settle this file on its own, so a moderator will look at it."),
+    Status.BLOCKED: ("Blocked", "A face in this file is likely manipulated, so the file was blocked."),
+    Status.CONFIRMED_FAKE: ("Confirmed fake",
+                            "A moderator looked at this file and confirmed that a face in it is manipulated."),
+    Status.AUTHENTIC: ("Judged authentic", "A moderator looked at this file and judged it authentic."),
+    Status.INCONCLUSIVE: ("Inconclusive",
+                          "A moderator looked at this file and could not decide whether a face in it is manipulated."),
+    "withdrawn": ("Withdrawn", "The platform this file came through has withdrawn it."),
 }
-NO_FACE_TEXT = "Cleared: no face was found, so there was nothing to check (not a judgement of authenticity)"
+ROUTED_AFTER = {Status.CLEARED: "", Status.IN_REVIEW: " It was sent to a human moderator.",
+                Status.BLOCKED: " Files like this are blocked here."}
+"""What happened next to a file the detector could not judge (the operator routes them)."""
+
+
+def outcome(status: str, label: str | None) -> tuple[str, str]:
+    """(title, sentence) in plain words for the person who uploaded: what the status means, and
+    for a file with no face or one that could not be read, that nothing was checked (a
+    moderator's verdict, when there is one, says more than the label)."""
+    if status in PENDING_TEXT:
+        return PENDING_TEXT[status], PENDING_TEXT[status]
+    if status in ROUTED_AFTER and label == "no_face":
+        return "No face found", ("No face was found in this file, so nothing was checked: this is not a "
+                                 "judgement that it is authentic." + ROUTED_AFTER[status])
+    if status in ROUTED_AFTER and label == "unreadable":
+        return "Could not be read", "The file could not be decoded, so nothing was checked." + ROUTED_AFTER[status]
+    return VERDICTS.get(status, (status, status))
+
+
+def size_text(n: int) -> str:
+    """A byte count as the page says it: 200 MB, 512 KB, 900 bytes."""
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
 
 
 def _page_token() -> PageToken | None:
@@ -47,6 +77,15 @@ def _may_upload(token: PageToken | None) -> bool:
     return token is not None or access == "open" or (access == "users" and _signed_in())
 
 
+def _render_index(refused: str | None, token: str | None, sign_in: bool):
+    settings = current_app.config["VERITY"]
+    # Moderators sign in from the page's bar, except on a page only a platform's users reach
+    # (VERITY_PAGE_ACCESS=token): signing in would not let its visitors upload.
+    return render_template("index.html", max_bytes=settings.max_upload_bytes, limit_text=size_text(
+        settings.max_upload_bytes), allowed_types=ALLOWED_TYPES, show_score=settings.show_score,
+        refused=refused, token=token, sign_in=sign_in, moderator_sign_in=settings.page_access != "token")
+
+
 @bp.get("/")
 def index():
     settings = current_app.config["VERITY"]
@@ -54,11 +93,8 @@ def index():
     if not _may_upload(token):
         need = "a link from the platform you came from" if settings.page_access == "token" else \
             "signing in (or a link from the platform you came from)"
-        return render_template("index.html", max_bytes=settings.max_upload_bytes, show_score=settings.show_score,
-                               refused=f"Uploading here needs {need}.", token=None,
-                               sign_in=settings.page_access == "users"), 403
-    return render_template("index.html", max_bytes=settings.max_upload_bytes, show_score=settings.show_score,
-                           refused=None, token=request.values.get("token") if token else None, sign_in=False)
+        return _render_index(f"Uploading here needs {need}.", None, settings.page_access == "users"), 403
+    return _render_index(None, request.values.get("token") if token else None, False)
 
 
 def upload():
@@ -107,8 +143,7 @@ def status(upload_id: str):
             body["analysis"].pop("score", None)
     label = body["analysis"]["label"] if body.get("analysis") else None
     body["terminal"] = up.status not in Status.PENDING
-    body["outcome"] = NO_FACE_TEXT if (label == "no_face" and up.status == Status.CLEARED) \
-        else OUTCOME_TEXT.get(up.status, up.status)
+    body["outcome_title"], body["outcome"] = outcome(up.status, label)
     return jsonify(body)
 
 

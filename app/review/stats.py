@@ -15,6 +15,15 @@ WINDOW_HOURS = 24
 RECENT_DECISIONS = 5000
 
 
+def rate_text(count: int, hours: float) -> str:
+    """`count` events over `hours` as a per-hour figure precise enough to agree with the count:
+    1 in 24 h is 0.042, not 0.0 (two significant figures below 1, one decimal above)."""
+    rate = count / hours
+    if rate == 0:
+        return "0"
+    return f"{rate:.2g}" if rate < 1 else f"{rate:.1f}"
+
+
 def dashboard(session: Session, review_threshold: float, block_threshold: float) -> dict[str, Any]:
     now = utcnow()
     c = counts(session, now)
@@ -48,6 +57,8 @@ def dashboard(session: Session, review_threshold: float, block_threshold: float)
         "oldest_waiting_seconds": (now - oldest).total_seconds() if oldest else None,
         "decisions_24h": len(recent),
         "decisions_per_hour": len(recent) / WINDOW_HOURS,
+        "decisions_per_hour_text": rate_text(len(recent), WINDOW_HOURS),
+        "window_hours": WINDOW_HOURS,
         "per_hour": per_hour,
         "precision_flagged": share(flagged, Status.CONFIRMED_FAKE),
         "precision_flagged_n": len(flagged),

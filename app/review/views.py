@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import datetime
 
 from flask import (
@@ -35,6 +36,22 @@ bp = Blueprint("review", __name__, url_prefix="/review", template_folder="templa
                static_folder="static", static_url_path="/static")
 
 LABELS = ("suspected_fake", "likely_authentic", "no_face", "unreadable")
+BODY_TAG = re.compile(rb"<body[^>]*>", re.IGNORECASE)
+
+
+@bp.after_app_request
+def _rq_dashboard_back_bar(resp: Response) -> Response:
+    """rq-dashboard's pages (/admin/rq, "Jobs" in the bar) have no way back: put Verity's bar
+    (templates/review/_rq_back.html) right after their <body>. Its JSON, static files,
+    redirects and errors pass untouched."""
+    if (request.blueprint != "rq_dashboard" or resp.status_code != 200 or resp.mimetype != "text/html"
+            or resp.direct_passthrough or resp.is_streamed):
+        return resp
+    html = resp.get_data()
+    m = BODY_TAG.search(html)
+    if m is not None:
+        resp.set_data(html[:m.end()] + render_template("review/_rq_back.html").encode() + html[m.end():])
+    return resp
 
 
 def _claim_seconds() -> int:

@@ -69,9 +69,10 @@ def seeded(app, users, tmp_path, shared_detector):
     others = [make_item(app, score=s, age=timedelta(hours=h), due_in=timedelta(hours=24),
                         data=jpeg_bytes(no_face_image((400 + i, 300))))
               for i, (s, h) in enumerate([(0.58, 3), (0.66, 30), (0.52, 1)])]
-    make_item(app, score=None, label="unreadable", reason="unreadable", priority=20,
-              data=jpeg_bytes(no_face_image((500, 300))))
-    return {"top": top, "video": vid, "others": others}
+    unreadable = make_item(app, score=None, label="unreadable", reason="unreadable", priority=20,
+                           data=jpeg_bytes(no_face_image((500, 300))), evidence={"media": {}, "frames": []},
+                           reasons=["corrupt_image: the image cannot be decoded"])
+    return {"top": top, "video": vid, "others": others, "unreadable": unreadable}
 
 
 def _login(page, base, name="mod"):
@@ -93,6 +94,10 @@ def test_moderator_flow_with_the_keyboard(chromium, live_server, seeded):
     rows = page.locator("#queue-table tbody tr")
     assert rows.count() == 6
     assert rows.first.get_attribute("data-item") == str(seeded["others"][1])  # overdue rises to the top
+    # an item with no score (unreadable) draws no bar: a neutral "no score"
+    unreadable = page.locator(f'tr[data-item="{seeded["unreadable"]}"]')
+    assert unreadable.locator(".scorebar").count() == 0 and unreadable.locator(".noscore").inner_text() == "no score"
+    assert page.locator("#queue-table .scorebar").count() == 5
     page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
 
     # n: claim the top unclaimed item (the overdue one); release it with n again -> the block
@@ -105,7 +110,6 @@ def test_moderator_flow_with_the_keyboard(chromium, live_server, seeded):
     assert "blurred" in viewer.get_attribute("class")
     page.wait_for_function("document.querySelectorAll('#boxes rect').length > 0")
     page.wait_for_function("Array.from(document.querySelectorAll('#crops img')).every(i => i.complete && i.naturalWidth > 0)")
-    page.screenshot(path=str(ARTIFACTS / "review-evidence-blurred.png"), full_page=True)
     crop_filter = "getComputedStyle(document.querySelector('#crops img')).filter"
     media_filter = "getComputedStyle(document.getElementById('media')).filter"
     assert "blur" in page.evaluate(crop_filter) and "blur" in page.evaluate(media_filter)
@@ -132,6 +136,68 @@ def test_moderator_flow_with_the_keyboard(chromium, live_server, seeded):
     page.goto(live_server + "/review/?state=decided")
     assert page.locator(f'tr[data-item="{seeded["top"]}"]').count() == 1
     assert not errors, errors
+    ctx.close()
+
+
+def _tone(png: bytes) -> tuple[float, float]:
+    """Mean and spread of a screenshot's lightness (0-255)."""
+    import io
+
+    from PIL import Image, ImageStat
+
+    st = ImageStat.Stat(Image.open(io.BytesIO(png)).convert("L"))
+    return st.mean[0], st.stddev[0]
+
+
+def test_blurred_crops_look_blurred_and_a_click_reveals(chromium, live_server, seeded):
+    """Blurred face crops were dark squares with no hint: now a crop is visibly a blurred face
+    with "hidden: press r or click to reveal" over it, and a click on it reveals the media."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = chromium.new_context(viewport={"width": 1440, "height": 900})
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _login(page, live_server)
+    page.goto(live_server + f"/review/items/{seeded['top']}")
+    page.wait_for_function("Array.from(document.querySelectorAll('#crops img')).every(i => i.complete && i.naturalWidth > 0)")
+    tile = page.locator("#crops .crop .img").first
+    veil = tile.locator(".veil")
+    assert "blurred" in page.get_attribute("#crops", "class")
+    assert veil.is_visible() and veil.inner_text() == "hidden: press r or click to reveal"
+    blurred = tile.screenshot()
+    page.locator("#crops").screenshot(path=str(ARTIFACTS / "review-crops-blurred.png"))
+    page.screenshot(path=str(ARTIFACTS / "review-evidence-blurred.png"), full_page=True)
+
+    page.locator("#crops .crop").first.click()  # a click reveals (it does not seek yet)
+    assert "blurred" not in page.get_attribute("#viewer", "class")
+    assert "blurred" not in page.get_attribute("#crops", "class") and not veil.is_visible()
+    assert page.evaluate("getComputedStyle(document.querySelector('#crops img')).filter") == "none"
+    revealed = tile.screenshot()
+    page.locator("#crops").screenshot(path=str(ARTIFACTS / "review-crops-revealed.png"))
+    (b_mean, b_spread), (r_mean, _) = _tone(blurred), _tone(revealed)
+    # a blurred face, not a black square: about as light as the face itself, and not flat
+    assert b_mean > 70 and b_mean > 0.6 * r_mean and b_spread > 8, (b_mean, b_spread, r_mean)
+
+    page.keyboard.press("r")  # r blurs again, and clicking the blurred viewer reveals
+    assert "blurred" in page.get_attribute("#viewer", "class") and veil.is_visible()
+    page.locator("#viewer .reveal").click(position={"x": 30, "y": 30})
+    assert "blurred" not in page.get_attribute("#viewer", "class")
+    assert not errors, errors
+    ctx.close()
+
+
+def test_an_item_with_no_score_shows_no_score(chromium, live_server, seeded):
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = chromium.new_context(viewport={"width": 1440, "height": 900})
+    page = ctx.new_page()
+    _login(page, live_server)
+    page.goto(live_server + f"/review/items/{seeded['unreadable']}")
+    big = page.locator("#analysis-score .score-big")
+    assert big.inner_text() == "no score" and "none" in big.get_attribute("class")
+    assert page.evaluate("getComputedStyle(document.querySelector('#analysis-score .score-big')).color") \
+        == "rgb(123, 131, 148)"  # --ink-3: neutral, not the green of a low score
+    assert "could not be read" in page.inner_text("#analysis-score")
+    page.screenshot(path=str(ARTIFACTS / "review-item-unreadable.png"), full_page=True)
     ctx.close()
 
 
@@ -166,11 +232,27 @@ def test_admin_pages_render(chromium, live_server, seeded):
     ctx = chromium.new_context(viewport={"width": 1440, "height": 900})
     page = ctx.new_page()
     _login(page, live_server, "admin")
+    # one decision in the last 24 h: "Decisions per hour" agrees with it (it said 0.0)
+    page.goto(live_server + f"/review/items/{seeded['others'][0]}")
+    page.click("#claim-btn")
+    page.locator("#then-next").uncheck()
+    page.keyboard.press("a")
+    page.wait_for_url("**/review/?decided=*")
     page.goto(live_server + "/review/dashboard")
-    assert page.locator("#m-waiting").inner_text() == "6"
+    assert page.locator("#m-waiting").inner_text() == "5"
+    assert page.locator("#m-per-hour").inner_text() == "0.042"
+    assert page.locator("#m-decisions").inner_text() == "1 decision in the last 24 h (÷ 24)"
     page.screenshot(path=str(ARTIFACTS / "review-dashboard.png"), full_page=True)
-    page.goto(live_server + "/admin/rq/")
-    assert page.locator("body").inner_text()  # the RQ dashboard, behind the admin login
+
+    # "Jobs": rq-dashboard's own pages, with Verity's bar on top and a way back
+    page.click("text=Jobs")
+    page.wait_for_url("**/admin/rq/**")
+    page.wait_for_selector("#navbar-dashboard")
+    back = page.locator("#verity-back")
+    assert back.is_visible() and back.bounding_box()["y"] == 0
+    page.screenshot(path=str(ARTIFACTS / "rq-dashboard-back.png"), full_page=True)
+    page.click("#verity-back-link")
+    page.wait_for_url(live_server + "/review/")
     ctx.close()
 
 

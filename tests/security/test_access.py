@@ -13,7 +13,7 @@ PUBLIC = {
     "page.index", "page.upload", "page.status",        # the anonymous upload page (CSRF: test_csrf.py)
     "health.healthz", "health.readyz", "metrics.metrics",  # probes and Prometheus (bind them privately)
     "auth.login", "auth.logout", "api_v1.openapi",
-    "static", "review.static",
+    "static", "review.static", "favicon",             # the shared static files (app/static/) and /favicon.ico
     "_review_slash",                                  # a bare redirect to /review/ (which needs login)
 }
 ADMIN = {"review.reassign", "review.revise", "review.audit", "review.audit_csv", "review.audit_json",

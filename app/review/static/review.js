@@ -23,6 +23,9 @@
     var blurred = viewer.classList.toggle("blurred");
     if (crops) crops.classList.toggle("blurred", blurred);
   }
+  /* the blurred viewer reveals on a click anywhere over it, not only on its button */
+  var revealLayer = viewer && viewer.querySelector(".reveal");
+  if (revealLayer) revealLayer.addEventListener("click", function (e) { if (e.target === revealLayer) toggleReveal(); });
   var revealBtn = document.getElementById("reveal-btn");
   if (revealBtn) revealBtn.addEventListener("click", toggleReveal);
 
@@ -100,6 +103,7 @@
   if (crops) crops.addEventListener("click", function (e) {
     var c = e.target.closest(".crop");
     if (!c) return;
+    if (crops.classList.contains("blurred")) { toggleReveal(); return; }  // the first click reveals
     if (data.kind === "video") { seek(parseFloat(c.dataset.t)); }
     if (viewer) viewer.scrollIntoView({ block: "nearest" });
   });
