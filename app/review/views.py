@@ -28,14 +28,14 @@ from app.db import get_lifecycle, get_session
 from app.review import evidence, queue, stats
 from core import defaults, lifecycle, overrides
 from core.lifecycle import Conflict
-from core.models import Analysis, AuditEvent, Decision, ReviewItem, Status, Upload, User
+from core.models import Analysis, AuditEvent, BankEntry, Decision, ReviewItem, Status, Upload, User
 from core.settings import STATUSES_ROUTABLE, SettingsError
 from core.storage import BlobNotFound
 
 bp = Blueprint("review", __name__, url_prefix="/review", template_folder="templates",
                static_folder="static", static_url_path="/static")
 
-LABELS = ("suspected_fake", "likely_authentic", "no_face", "unreadable")
+LABELS = ("suspected_fake", "declared_synthetic", "likely_authentic", "no_face", "unreadable")
 BODY_TAG = re.compile(rb"<body[^>]*>", re.IGNORECASE)
 
 
@@ -203,8 +203,15 @@ def item(item_id: int):
     faces = evidence.top_faces(analysis)
     users = s.scalars(select(User.username).where(User.active.is_(True)).order_by(User.username)).all() \
         if current_user.is_admin else []
+    matches = (analysis.evidence or {}).get("matches") or [] if analysis else []
+    provenance = (analysis.evidence or {}).get("provenance") if analysis else None
+    bank_entries = {e.id: e for e in s.scalars(select(BankEntry).where(
+        BankEntry.id.in_([m["entry_id"] for m in matches])))} if matches else {}
+    bank_uploads = [e.upload_id for e in bank_entries.values() if e.upload_id]
+    bank_items = dict(s.execute(select(ReviewItem.upload_id, ReviewItem.id).where(
+        ReviewItem.upload_id.in_(bank_uploads))).all()) if bank_uploads else {}
     return render_template(
-        "review/item.html", it=it, upload=upload, analysis=analysis, state=state, mine=mine,
+        "review/item.html", matches=matches, provenance=provenance, bank_entries=bank_entries, bank_items=bank_items, it=it, upload=upload, analysis=analysis, state=state, mine=mine,
         overdue=queue.is_overdue(it, now), due=queue.aware(it.due_at), claimed_until=queue.aware(it.claimed_until),
         facts=evidence.file_facts(upload, analysis), timeline=evidence.timeline(analysis),
         overlay=evidence.overlay(analysis), faces=faces, earlier=earlier, history=history, events=events,

@@ -104,3 +104,25 @@ def test_a_real_analysis_lands_in_the_queue(app, browser, run_jobs, settings):
     assert analysis.model_version in page and "Top-scoring faces" in page
     r = admin.get(f"/review/crops/{analysis.id}/0.jpg")
     assert r.status_code == 200 and Image.open(io.BytesIO(r.data)).size[0] > 20
+
+
+def test_the_evidence_shows_the_known_fake_it_matches_and_what_the_file_declares(app, browser):
+    from core.bank import add_entry
+    from tests.review.kit import evidence_for, make_item
+
+    with app.extensions["verity.db"].session() as s:
+        entry, _ = add_entry(s, "image", source="cli", actor="test", sha256="ef" * 32, note="the mayor swap")
+        s.commit()
+    ev = evidence_for(320, 240, [0.4])
+    ev["matches"] = [{"entry_id": entry.id, "algorithm": "pdq", "distance": 40, "match_percent": None,
+                      "source": "cli", "near": True}]
+    ev["provenance"] = {"claims": [{"source": "xmp", "kind": "digital_source_type",
+                                    "value": "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
+                                    "verified": False, "declares": "synthetic", "detail": {}}],
+                        "declared_synthetic": True, "declared_capture": False, "checked": ["xmp"], "errors": []}
+    item = make_item(app, score=0.4, label="declared_synthetic", reason="near_known_fake", evidence=ev)
+    html = browser("admin").get(f"/review/items/{item}").get_data(as_text=True)
+    assert 'id="known-fakes"' in html and "Near miss" in html and entry.id in html and "distance 40 of 256" in html
+    assert "the mayor swap" in html
+    assert 'id="provenance"' in html and "declares itself synthetic" in html and "trainedAlgorithmicMedia" in html
+    assert "not verified" in html
