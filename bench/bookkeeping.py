@@ -106,9 +106,12 @@ def main() -> None:
     if not faces:
         sys.exit(f"face photos not found at {FACES}")
 
+    from sqlalchemy import func, select
+
     from app import create_app
     from core.clients import create_client
     from core.db import upgrade
+    from core.models import Analysis
     from core.settings import load_settings
     from detector.pipeline import Detector
     from workers.context import configure
@@ -136,10 +139,10 @@ def main() -> None:
         det_cpu = [0.0]
         analyze = detector.analyze_path
 
-        def timed(path, progress=None):
+        def timed(path, progress=None, **kwargs):
             t = time.process_time()
             try:
-                return analyze(path, progress)
+                return analyze(path, progress, **kwargs)
             finally:
                 det_cpu[0] += time.process_time() - t
 
@@ -171,6 +174,11 @@ def main() -> None:
         if profiler:
             profiler.disable()
         work = (counts.sql - sql0, counts.redis_calls() - red0 - 1, time.process_time() - cpu0 - det_cpu[0])
+        with app.extensions["verity.db"].session() as session:
+            analysed = session.scalar(select(func.count()).select_from(Analysis))
+        if analysed < args.items + 1:
+            raise SystemExit(f"bookkeeping: only {analysed} of {args.items + 1} uploads were analysed (the "
+                             "failed jobs' errors are logged above): the figures would be meaningless")
         app.extensions["verity.db"].dispose()
         ctx.db.dispose()
 

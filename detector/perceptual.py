@@ -7,8 +7,8 @@ The hash strings are those of Meta's ThreatExchange and HMA: a PDQ hash is 64 he
 (`threatexchange.extensions.vpdq`). The thresholds are theirs too.
 
 Images are downscaled so that their longer side is at most PDQ_MAX_SIDE before hashing, as the
-reference hasher does for speed (PDQ itself works on a 64x64 reduction): 4 ms instead of 50-300
-ms for a large photo, a few bits of difference.
+reference hasher does for speed (PDQ itself works on a 64x64 reduction): a few ms instead of
+50-300 ms for a large photo, a few bits of difference.
 """
 
 from __future__ import annotations
@@ -133,7 +133,10 @@ def _reduced(rgb: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(rgb)
     scale = PDQ_MAX_SIDE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR, reducing_gap=2.0))
+    # reducing_gap=1: a box filter by the whole factor first, then a small bilinear step (as the
+    # face detector's prepare()): 4 ms instead of 8 for 720p, hashes within 2 bits of a plain
+    # bilinear resize and as robust to re-encoding and rescaling (measured on 24 pictures).
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR, reducing_gap=1.0))
 
 
 def pdq_of_rgb(rgb: np.ndarray) -> PdqHash:
