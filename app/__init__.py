@@ -15,6 +15,7 @@ def create_app(config: dict[str, Any] | None = None):
     from core import defaults
     from core.bank import DecisionCurator
     from core.lifecycle import Lifecycle
+    from core.live import Live
     from core.queue import redis_connection
     from core.settings import load_settings
     from core.storage import make_storage, sweep_tmp
@@ -51,6 +52,9 @@ def create_app(config: dict[str, Any] | None = None):
     lifecycle.subscribe(Outbox(settings, app.extensions["verity.db"].engine, redis).on_status_change)
     # Confirmed fakes go into the known-fakes bank (and out again when an admin revises them).
     lifecycle.subscribe(DecisionCurator(settings, app.extensions["verity.db"].engine, storage).on_status_change)
+    # Live sessions (core/live.py): their webhooks too.
+    live = app.extensions["verity.live"] = Live(lifecycle, redis)
+    live.subscribe(Outbox(settings, app.extensions["verity.db"].engine, redis).on_live_event)
     page.init_app(app)
     api.init_app(app)
     health.init_app(app)

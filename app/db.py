@@ -34,3 +34,8 @@ def _close_session(_exc: BaseException | None) -> None:
 def get_lifecycle():
     """This app's lifecycle (core/lifecycle.py): every status change of an upload goes through it."""
     return current_app.extensions["verity.lifecycle"]
+
+
+def get_live():
+    """This app's live sessions (core/live.py)."""
+    return current_app.extensions["verity.live"]

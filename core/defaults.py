@@ -199,3 +199,46 @@ SPOOL_MAX_AGE_SECONDS = 3600
 """Temp files (upload spools, S3 downloads) older than this in `<data>/tmp` are left-overs of a
 killed process and are removed when a web or worker process starts. Longer than any request
 or job can live (gunicorn timeout, JOB_TIMEOUT_SECONDS)."""
+
+# --- live sessions (core/live.py, /api/v1/live) ----------------------------------------------
+LIVE_QUEUE_NAME = "verity-live"
+"""The RQ queue of live segments; detector workers take it before the analysis queue."""
+
+LIVE_SEGMENT_MAX_BYTES = 8 * 1024 * 1024
+"""Largest segment (a chunk, or all of its JPEG frames together)."""
+
+LIVE_SEGMENT_MIN_SECONDS = 0.5
+LIVE_SEGMENT_MAX_SECONDS = 10.0
+"""A video chunk's duration must lie in this range (the issue's 1-10 s, with slack below)."""
+
+LIVE_SEGMENT_MAX_FRAMES = 30
+"""JPEG frames in one segment, at most."""
+
+LIVE_SEGMENT_FRAMES = 12
+"""Frames sampled from a chunk for the classifier (the occlusion check samples short chunks
+more densely: detector/limits.OCCLUSION_FPS)."""
+
+LIVE_MAX_SEGMENTS = 2000
+"""Segments per session (an hour of 2 s segments, with room)."""
+
+LIVE_SESSION_SECONDS = 4 * 3600
+"""A session ends by itself this long after it opened."""
+
+LIVE_IDLE_SECONDS = 600
+"""A session that received no segment for this long ends by itself."""
+
+LIVE_MAX_OPEN_SESSIONS = 50
+"""Open sessions per API key."""
+
+LIVE_ANSWER_WAIT_SECONDS = 5.0
+"""How long POST .../segments waits for the segment's analysis before answering 202."""
+
+LIVE_ROLLING_TOP_K = 2
+"""The rolling score is the mean of the session's k highest segment scores (one odd segment
+never decides alone), or a segment's own score when its occlusion check caught a pasted face."""
+
+LIVE_JOB_TIMEOUT_SECONDS = 60
+"""A segment's analysis job is killed after this (a segment is capped at 10 s of media)."""
+
+LIVE_RESULT_TTL_SECONDS = 600
+"""How long Redis keeps the wake-up signal of an analysed segment."""

@@ -142,12 +142,13 @@ class Lifecycle:
     # --- the door ---------------------------------------------------------------------------
 
     @contextmanager
-    def receive(self, stream: IO[bytes], *, decode: bool = False) -> Iterator[Received]:
+    def receive(self, stream: IO[bytes], *, decode: bool = False, limit: int | None = None) -> Iterator[Received]:
         """Spool, hash and check an upload; the temp file is removed when the block ends.
         Refusals: 413 past the size limit, 422 empty or unreadable, 415 a type not allowed. With
         `decode`, the media is decoded at the door (all of an image, the first frames of a video),
         so that a truncated or corrupt file is refused here instead of reaching a moderator."""
-        path, sha, size, head = _spool(stream, self.settings.tmp_dir, self.settings.max_upload_bytes)
+        path, sha, size, head = _spool(stream, self.settings.tmp_dir,
+                                       self.settings.max_upload_bytes if limit is None else limit)
         try:
             if size == 0:
                 metrics.REJECTED.labels(reason="empty").inc()
@@ -291,6 +292,39 @@ class Lifecycle:
         metrics.RECONCILED.inc()
         self._notify(upload, Status.QUEUED)
         return True
+
+    def live_review(self, session: Session, *, client_id: str, external_id: str | None, sha256: str,
+                    kind: str, mime: str, size: int, analysis: Analysis, live_session_id: str, actor: str,
+                    review_due_seconds: int) -> Upload:
+        """A live session crossed the review threshold (core/live.py): its worst segment becomes an
+        upload that goes straight to `in_review` with the review item `live_suspected`, first in
+        the queue. The caller commits the session's own change in the same transaction."""
+        now = utcnow()
+        row = {
+            "id": new_id(), "sha256": sha256, "kind": kind, "mime": mime, "bytes": size,
+            "filename": f"live-{live_session_id}", "status": Status.IN_REVIEW, "source": "live",
+            "width": (analysis.evidence.get("media") or {}).get("width"),
+            "height": (analysis.evidence.get("media") or {}).get("height"),
+            "duration": (analysis.evidence.get("media") or {}).get("duration"),
+            "request_id": None, "client_id": client_id, "external_id": external_id,
+            "metadata": {"live_session_id": live_session_id}, "idempotency_key": None,
+            "anonymous": False, "created_at": now, "updated_at": now,
+        }
+        session.connection().execute(insert(Upload.__table__), row)
+        upload = Upload(**{("metadata_json" if k == "metadata" else k): v for k, v in row.items()})
+        analysis.upload_id = upload.id
+        session.add(analysis)
+        routing = Routing(Status.IN_REVIEW, "live_suspected")
+        _open_review_item(session, upload, routing, now, review_due_seconds)
+        audit(session, "live.suspected", actor, upload_id=upload.id, after=Status.IN_REVIEW, at=now,
+              detail={"live_session_id": live_session_id, "score": analysis.score, "label": analysis.label,
+                      "model": f"{analysis.model_name} {analysis.model_version}"})
+        return upload
+
+    def notify_committed(self, upload: Upload, status: str) -> None:
+        """Tell the listeners of a transition whose transaction the caller committed (live_review)."""
+        metrics.VERDICTS.labels(label="live_suspected", status=status).inc()
+        self._notify(upload, status)
 
     # --- people -----------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@
                                   label stays no_face, the service never calls it "authentic")
     unreadable                 -> settings.route_unreadable (default in_review: fail closed)
     job failed for good        -> in_review   (review item "analysis_failed"; see workers/jobs.py)
+    live session suspected     -> in_review   (review item "live_suspected", first in the queue:
+                                  the call is still running; see core/live.py)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from core import defaults
 from detector.result import Label
 
-PRIORITY = {"known_fake": 35, "blocked": 30, "near_known_fake": 28, "analysis_failed": 25, "unreadable": 20,
+PRIORITY = {"live_suspected": 40, "known_fake": 35, "blocked": 30, "near_known_fake": 28, "analysis_failed": 25, "unreadable": 20,
             "declared_synthetic": 15, "score_in_review_band": 10, "no_face": 5}
 """Review queue order (higher first): blocks waiting for confirmation before grey-band items."""
 

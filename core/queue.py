@@ -9,6 +9,7 @@ from rq import Callback, Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from core import defaults
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,29 @@ def enqueue_analysis(settings: Settings, connection: Redis, upload_id: str, *, f
         on_failure=Callback(FAILURE_CALLBACK),
         description=f"analyze upload {upload_id}",
     )
+
+
+SEGMENT_FUNC = "workers.live.analyze_segment"
+SEGMENT_FAILURE_CALLBACK = "workers.live.on_segment_failure"
+
+
+def live_queue(settings: Settings, connection: Redis) -> Queue:
+    return Queue(settings.live_queue, connection=connection, serializer="json",
+                 default_timeout=defaults.LIVE_JOB_TIMEOUT_SECONDS)
+
+
+def segment_job_id(segment_id: str) -> str:
+    return f"live-{segment_id}"
+
+
+def enqueue_segment(settings: Settings, connection: Redis, segment_id: str) -> Job:
+    """A live segment's analysis: on the live queue, which detector workers take before uploads;
+    one quick retry (an answer that comes late is worth less than the next segment's)."""
+    return live_queue(settings, connection).enqueue(
+        SEGMENT_FUNC, segment_id, job_id=segment_job_id(segment_id), retry=Retry(max=1, interval=[0]),
+        job_timeout=defaults.LIVE_JOB_TIMEOUT_SECONDS, result_ttl=defaults.LIVE_RESULT_TTL_SECONDS,
+        failure_ttl=settings.failure_ttl, on_failure=Callback(SEGMENT_FAILURE_CALLBACK),
+        description=f"analyze live segment {segment_id}")
 
 
 _LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}

@@ -15,6 +15,8 @@ from core.schemas import (
     Links,
     MatchOut,
     ModelRef,
+    OcclusionEventOut,
+    OcclusionOut,
     ProvenanceOut,
     ReviewOut,
     UploadOut,
@@ -63,6 +65,15 @@ def _provenance(p: dict[str, Any] | None) -> ProvenanceOut | None:
                          declared_capture=bool(p.get("declared_capture")))
 
 
+def occlusion_out(occ: dict[str, Any] | None, *, show_score: bool) -> OcclusionOut | None:
+    if not occ:
+        return None
+    return OcclusionOut(checked=bool(occ.get("checked")), score=occ.get("score") if show_score else None,
+                        events=[OcclusionEventOut(start=e["start"], end=e["end"], peak=e["peak"], covered=e["covered"],
+                                                  score=e.get("score") if show_score else None, at=e.get("at"))
+                                for e in occ.get("events", [])])
+
+
 def upload_out(upload: Upload, *, show_score: bool) -> UploadOut:
     a = upload.latest_analysis
     analysis = None
@@ -79,6 +90,7 @@ def upload_out(upload: Upload, *, show_score: bool) -> UploadOut:
             evidence=_evidence(a.evidence or {}) if show_score else None,
             matches=[MatchOut(**m) for m in (a.evidence or {}).get("matches") or []],
             provenance=_provenance((a.evidence or {}).get("provenance")),
+            occlusion=occlusion_out((a.evidence or {}).get("occlusion"), show_score=show_score),
         )
     item = upload.review_item
     return UploadOut(

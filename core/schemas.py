@@ -23,7 +23,7 @@ UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
 """A time in the API: RFC 3339 in UTC, with its `Z` (`2026-12-06T00:06:07.886439Z`)."""
 
 Decision = Literal["allow", "review", "block"]
-Event = Literal["upload.analyzed", "upload.decided", "upload.failed"]
+Event = Literal["upload.analyzed", "upload.decided", "upload.failed", "live.suspected", "live.ended"]
 
 
 class Error(BaseModel):
@@ -88,6 +88,28 @@ class ProvenanceOut(BaseModel):
     declared_capture: bool
 
 
+class OcclusionEventOut(BaseModel):
+    """A moment when something passed in front of the face (detector/occlusion.py)."""
+
+    start: float = Field(description="Seconds from the start of the media (of the segment, for live).")
+    end: float
+    peak: float = Field(description="When the face was most covered.")
+    covered: float = Field(description="Share of the face box covered at the peak, 0-1.")
+    score: float | None = Field(default=None, description="0: the face behaved like a real one behind the "
+                                                          "occluder; 1: like a pasted face (the occluder cut off at "
+                                                          "the face's outline). Null unless this key may see scores.")
+    at: float | None = Field(default=None, description="Live only: the peak in call time (segment start + peak).")
+
+
+class OcclusionOut(BaseModel):
+    """The hand-over-the-face check of a video or a live segment."""
+
+    checked: bool = Field(description="False when the face was not tracked through enough frames.")
+    events: list[OcclusionEventOut]
+    score: float | None = Field(default=None, description="The worst event's score; null when nothing passed in "
+                                                          "front of the face, or unless this key may see scores.")
+
+
 class AnalysisOut(BaseModel):
     label: str = Field(description="likely_authentic, suspected_fake, no_face, unreadable, or declared_synthetic "
                                    "(the file declares itself AI-generated or composited)")
@@ -101,6 +123,7 @@ class AnalysisOut(BaseModel):
     evidence: EvidenceSummary | None = Field(default=None, description="Only for keys that may see scores.")
     matches: list[MatchOut] = Field(default_factory=list, description="Known-fakes bank entries matched.")
     provenance: ProvenanceOut | None = Field(default=None, description="What the file declares about its origin.")
+    occlusion: OcclusionOut | None = Field(default=None, description="Videos: the hand-over-the-face check.")
 
 
 class ReviewOut(BaseModel):
@@ -287,5 +310,95 @@ class PageTokenOut(BaseModel):
     page_url: str = Field(description="The upload page with the token: embed or link it for your signed-in user.")
 
 
+
+
+# --- live sessions ------------------------------------------------------------------------------
+
+class LiveOpenIn(BaseModel):
+    """POST /api/v1/live (a JSON body, all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str | None = Field(default=None, min_length=1, max_length=255,
+                                    description="The platform's own id for the call participant.")
+    webhook: bool = Field(default=True, description="Send live.suspected and live.ended to this key's webhook URL.")
+
+    @field_validator("external_id")
+    @classmethod
+    def _no_control_characters(cls, v: str | None) -> str | None:
+        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("must not contain control characters")
+        return v
+
+
+class LiveSegmentOut(BaseModel):
+    seq: int = Field(description="0 for the first segment of the session.")
+    start: float = Field(description="Seconds from the start of the call, as sent.")
+    duration: float | None
+    kind: Literal["video", "frames"]
+    state: Literal["queued", "analyzed", "failed"]
+    label: str | None = Field(description="likely_authentic, suspected_fake, no_face, unreadable.")
+    faces: int | None
+    reasons: list[str]
+    error: str | None
+    score: float | None = Field(default=None, description="With the occlusion check. Null unless this key may "
+                                                          "see raw scores.")
+    classifier_score: float | None = Field(default=None, description="The face classifier alone.")
+    occlusion: OcclusionOut | None
+
+
+class LiveSegments(BaseModel):
+    received: int
+    analyzed: int
+    queued: int
+    failed: int
+
+
+class LiveReview(BaseModel):
+    upload_id: str = Field(description="The review-queue record (GET /api/v1/uploads/{id}); its verdict "
+                                       "comes as upload.decided.")
+    status: str | None
+    verdict: str | None = Field(description="confirmed_fake, authentic or inconclusive once a moderator decided.")
+
+
+class LiveLinks(BaseModel):
+    self: str
+    segments: str
+
+
+class LiveSessionOut(BaseModel):
+    """A live session: the rolling verdict, the timeline of segments and the evidence."""
+
+    id: str
+    external_id: str | None
+    state: Literal["open", "ended"]
+    verdict: Literal["pending", "no_sign", "no_face", "suspected"] = Field(
+        description="The rolling verdict: pending until a segment is analysed; suspected once the rolling score "
+                    "crossed the review threshold (the session is then in the review queue, and stays suspected).")
+    score: float | None = Field(default=None, description="The rolling score: the mean of the two highest "
+                                                          "segment scores, or a segment's own score when its "
+                                                          "occlusion check caught a pasted face. Null unless this "
+                                                          "key may see raw scores.")
+    segments: LiveSegments
+    opened_at: UtcDateTime
+    expires_at: UtcDateTime
+    ended_at: UtcDateTime | None
+    ended_by: Literal["client", "expiry"] | None
+    suspected_at: UtcDateTime | None
+    review: LiveReview | None
+    occlusion_events: list[OcclusionEventOut] = Field(description="Every hand-over-the-face moment of the call.")
+    timeline: list[LiveSegmentOut]
+    links: LiveLinks
+
+
+class LiveSegmentAnswer(BaseModel):
+    """POST /api/v1/live/{id}/segments: the segment's answer, and the session after it."""
+
+    segment: LiveSegmentOut
+    session: LiveSessionOut
+    answered: bool = Field(description="False (HTTP 202) when the analysis did not finish within `wait`: "
+                                       "GET the session for it.")
+
+
 RESPONSE_MODELS = (UploadOut, UploadAccepted, UploadList, BatchAccepted, DeliveryOut, DeliveryList,
-                   ClientOut, PageTokenOut, Error)
+                   ClientOut, PageTokenOut, Error, LiveOpenIn, LiveSessionOut, LiveSegmentAnswer)

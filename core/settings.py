@@ -123,6 +123,8 @@ class Settings:
     api_rate_limit: str = defaults.API_RATE_LIMIT
     api_max_queue_depth: int = defaults.API_MAX_QUEUE_DEPTH
     webhook_queue: str = defaults.WEBHOOK_QUEUE
+    live_queue: str = defaults.LIVE_QUEUE_NAME
+    """The queue of live segments (VERITY_LIVE_QUEUE); detector workers take it first."""
     webhook_timeout: float = defaults.WEBHOOK_TIMEOUT_SECONDS
     webhook_retry_intervals: tuple[int, ...] = defaults.WEBHOOK_RETRY_INTERVALS
     webhook_allow_private: bool = False
@@ -279,6 +281,7 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("VERITY_ORT_THREADS", "ort_threads", partial(parse_int, minimum=1)),
     ("VERITY_FRAMES", "frames", _frames),
     ("VERITY_QUEUE", "queue_name", _text),
+    ("VERITY_LIVE_QUEUE", "live_queue", _text),
     ("VERITY_JOB_TIMEOUT", "job_timeout", partial(parse_int, minimum=1)),
     ("VERITY_JOB_RETRY_INTERVALS", "job_retry_intervals", parse_intervals),
     ("VERITY_MAINTENANCE_INTERVAL", "maintenance_interval", partial(parse_int, minimum=1)),

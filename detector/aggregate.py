@@ -41,3 +41,20 @@ def label_for(score: float | None, threshold: float, frames: list[FrameEvidence]
     return Label.LIKELY_AUTHENTIC, [
         f"manipulation score {score:.2f} is below the model's threshold {threshold:.2f}", seen,
     ]
+
+
+def with_occlusion(score: float | None, occ) -> float | None:
+    """The item score with the hand-over-the-face check (detector/occlusion.py): an occluder cut
+    off at the face's outline is evidence of a pasted face on its own, so the item takes the
+    higher of the two; a face that behaved like a real one never lowers the classifier's word."""
+    if score is None or occ is None or not occ.checked or occ.score is None:
+        return score
+    return max(score, occ.score)
+
+
+def occlusion_reasons(occ, base: float | None, score: float | None, threshold: float) -> list[str]:
+    """The check's reasons, and a line when it raised the item over the threshold."""
+    reasons = list(occ.reasons)
+    if base is not None and score is not None and base < threshold <= score:
+        reasons.append(f"the occlusion check raised the score from {base:.2f} to {score:.2f}")
+    return reasons

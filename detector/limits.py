@@ -52,3 +52,15 @@ MAX_FACES_PER_FRAME = 8
 # --- aggregation ----------------------------------------------------------------------------
 TOP_K_FRAMES = 4
 """Item score = mean of the top-k frames' highest face score (k capped by frames with a face)."""
+
+# --- the hand-over-the-face check (detector/occlusion.py) -----------------------------------
+OCCLUSION_FPS = 8.0
+"""A short video is sampled at least this densely for the occlusion check (a hand passes in
+front of a face in about a second)."""
+
+OCCLUSION_MAX_SECONDS = 12.0
+"""Videos up to this long are sampled densely for the check (a recorded check, a live segment);
+a longer one is checked on its regular samples only."""
+
+OCCLUSION_MAX_FRAMES = 96
+"""Upper bound on the frames sampled for the check."""

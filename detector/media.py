@@ -10,6 +10,7 @@ with a short machine reason and a human message; nothing here lets a decoder err
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import warnings
@@ -270,8 +271,12 @@ def sample_video(src, n: int = limits.DEFAULT_SAMPLED_FRAMES, *,
                  max_streams: int = limits.MAX_VIDEO_STREAMS,
                  max_pixels: int = limits.MAX_VIDEO_PIXELS,
                  max_seconds: float = limits.MAX_VIDEO_SECONDS,
-                 info_out: list | None = None) -> Iterator[Frame]:
+                 info_out: list | None = None,
+                 dense: tuple[float, float, int] | None = None) -> Iterator[Frame]:
     """Yield about n frames spread evenly over the video, one at a time.
+
+    `dense` = (fps, max_seconds, max_frames): a video no longer than max_seconds is sampled at
+    least fps frames a second (at most max_frames), for the checks that need nearby frames.
 
     Frames are decoded in order and only the chosen ones are converted to RGB, so memory stays
     at one frame whatever the length. Targets are the midpoints of n equal slices of the
@@ -291,6 +296,8 @@ def sample_video(src, n: int = limits.DEFAULT_SAMPLED_FRAMES, *,
             info_out.append(info)
         tb = stream.time_base
         start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        if dense and duration and duration <= dense[1]:
+            n = max(n, min(dense[2], math.ceil(duration * dense[0])))
         targets = [start + duration * (i + 0.5) / n for i in range(n)] if duration else None
         if targets and stream.frames and stream.frames / n > 4:
             # Far more frames than samples: non-reference frames are never needed (~20-50% less decoding).

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector import limits, media, perceptual
-from detector.aggregate import item_score, label_for
+from detector import limits, media, occlusion, perceptual
+from detector.aggregate import item_score, label_for, occlusion_reasons, with_occlusion
 from detector.classifier import Classifier
 from detector.crops import crop_face
 from detector.faces import FaceDetector, retinaface_onnx_bytes
@@ -28,11 +28,12 @@ class Detector:
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto",
                  frames: int = limits.DEFAULT_SAMPLED_FRAMES, threads: int | None = None,
                  manifest: Manifest | None = None, *, models_dir: str | os.PathLike | None = None,
-                 spin: bool = False) -> None:
+                 spin: bool = False, occlusion_check: bool = True) -> None:
         """Everything is passed in (the caller's Settings hold the operator's choices): `model`
         and `models_dir` as load_manifest takes them, `device` one of DEVICES, `frames` sampled
         per video, `threads` per session (default: the CPUs this process may use), `spin` for
-        onnxruntime's idle threads (make_session)."""
+        onnxruntime's idle threads (make_session), `occlusion_check` for videos and frame
+        sequences (detector/occlusion.py)."""
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
         self.device = device
@@ -48,6 +49,7 @@ class Detector:
         self.provider = self.classifier.provider
         self.face_provider = face_provider
         self.top_k = limits.TOP_K_FRAMES
+        self.occlusion_check = occlusion_check
 
     @property
     def model_name(self) -> str:
@@ -87,6 +89,22 @@ class Detector:
         frames = [self._detect_frame(0, 0.0, rgb, crops, timings)]
         return self._finish(frames, crops, info, timings, t0)
 
+    def analyze_frames(self, frames: list[tuple[float, np.ndarray]]) -> DetectionResult:
+        """Analyse a sequence of frames (timestamp in seconds, RGB uint8), e.g. the JPEG frames of
+        a live segment, as one short video: every frame is scored and the occlusion check runs."""
+        t0 = time.perf_counter()
+        timings = {"decode": 0.0, "detect": 0.0, "crop": 0.0}
+        if not frames:
+            return self._unreadable(media.UnreadableMedia("empty", "no frames"), None, timings, t0)
+        h, w = frames[0][1].shape[:2]
+        span = frames[-1][0] - frames[0][0]
+        info = MediaInfo(kind="video", format="frames", width=w, height=h, duration=span or None,
+                         frame_count=len(frames))
+        crops: list[np.ndarray] = []
+        tracks: list[occlusion.Track] | None = [] if self.occlusion_check else None
+        evidence = [self._detect_frame(i, ts, rgb, crops, timings, tracks) for i, (ts, rgb) in enumerate(frames)]
+        return self._finish(evidence, crops, info, timings, t0, tracks=tracks)
+
     # --- internals --------------------------------------------------------------------------
 
     def _result(self, label: Label, score, reasons, info, frames, timings, hashes=None) -> DetectionResult:
@@ -99,11 +117,15 @@ class Detector:
         timings["total"] = (time.perf_counter() - t0) * 1000
         return self._result(Label.UNREADABLE, None, [f"{err.reason}: {err.message}"], info, [], timings)
 
-    def _detect_frame(self, index: int, ts: float, rgb: np.ndarray, crops: list, timings) -> FrameEvidence:
+    def _detect_frame(self, index: int, ts: float, rgb: np.ndarray, crops: list, timings,
+                      tracks: list | None = None) -> FrameEvidence:
         t = time.perf_counter()
         faces = self.face_detector.detect(rgb)
         t2 = time.perf_counter()
         timings["detect"] += (t2 - t) * 1000
+        if tracks is not None:
+            small, scale = occlusion.small_copy(rgb)
+            tracks.append(occlusion.Track(ts, small, scale, [(f.box.tolist(), f.score) for f in faces]))
         size, crop = self.manifest.input.size, self.manifest.crop
         evidence = []
         for f in faces:
@@ -128,6 +150,7 @@ class Detector:
             return self._unreadable(e, None, timings, t0)
         crops: list[np.ndarray] = []
         frames: list[FrameEvidence] = []
+        tracks: list[occlusion.Track] | None = None
         try:
             if kind == "image":
                 t = time.perf_counter()
@@ -141,7 +164,10 @@ class Detector:
                 del rgb
             else:
                 info_out: list[MediaInfo] = []
-                it = media.sample_video(src, self.frames, info_out=info_out)
+                dense = (limits.OCCLUSION_FPS, limits.OCCLUSION_MAX_SECONDS, limits.OCCLUSION_MAX_FRAMES)
+                it = media.sample_video(src, self.frames, info_out=info_out,
+                                        dense=dense if self.occlusion_check else None)
+                tracks = [] if self.occlusion_check else None
                 while True:
                     t = time.perf_counter()
                     frame = next(it, None)
@@ -154,16 +180,17 @@ class Detector:
                         h = perceptual.pdq_of_rgb(frame.image)
                         vpdq.append(perceptual.VpdqFrame(h.hex, h.quality, round(frame.timestamp, 3)))
                         timings["hash"] += (time.perf_counter() - t) * 1000
-                    frames.append(self._detect_frame(frame.index, frame.timestamp, frame.image, crops, timings))
+                    frames.append(self._detect_frame(frame.index, frame.timestamp, frame.image, crops, timings,
+                                                     tracks))
                     if progress is not None:
-                        progress(len(frames), self.frames)
+                        progress(len(frames), max(self.frames, len(frames)))
                 info = info_out[0] if info_out else info
         except media.UnreadableMedia as e:
             return self._unreadable(e, info, timings, t0)
         found = perceptual.MediaHashes(pdq=pdq, vpdq=vpdq) if hashes and (pdq or vpdq) else None
-        return self._finish(frames, crops, info, timings, t0, found)
+        return self._finish(frames, crops, info, timings, t0, found, tracks)
 
-    def _finish(self, frames, crops, info, timings, t0, hashes=None) -> DetectionResult:
+    def _finish(self, frames, crops, info, timings, t0, hashes=None, tracks=None) -> DetectionResult:
         t = time.perf_counter()
         if crops:
             scores = self.classifier(np.stack(crops))
@@ -172,8 +199,20 @@ class Detector:
                 for face in fr.faces:
                     face.fake_score = round(next(it), 4)
         timings["classify"] = (time.perf_counter() - t) * 1000
-        score = item_score(frames, self.top_k)
-        label, reasons = label_for(score, self.manifest.thresholds.review, frames, info.kind if info else "image")
+        base = item_score(frames, self.top_k)
+        occ = None
+        if tracks is not None and base is not None:
+            t = time.perf_counter()
+            occ = occlusion.check(tracks)
+            timings["occlusion"] = (time.perf_counter() - t) * 1000
+        score = with_occlusion(base, occ)
+        threshold = self.manifest.thresholds.review
+        label, reasons = label_for(score, threshold, frames, info.kind if info else "image")
+        if occ is not None and occ.checked:
+            reasons = [*occlusion_reasons(occ, base, score, threshold), *reasons]
         timings["total"] = (time.perf_counter() - t0) * 1000
-        return self._result(label, None if score is None else round(score, 4), reasons, info, frames, timings,
-                            hashes)
+        result = self._result(label, None if score is None else round(score, 4), reasons, info, frames, timings,
+                              hashes)
+        result.classifier_score = None if base is None else round(base, 4)
+        result.occlusion = occ.to_dict() if occ is not None else None
+        return result

@@ -68,6 +68,10 @@ class DetectionResult:
     """Milliseconds per stage: decode, detect, classify, total (and hash, when asked for)."""
     hashes: dict[str, Any] | None = None
     """Perceptual hashes of the media when asked for (detector/perceptual.MediaHashes.to_dict)."""
+    classifier_score: float | None = None
+    """The item score from the face classifier alone (`score` adds the occlusion check to it)."""
+    occlusion: dict[str, Any] | None = None
+    """The hand-over-the-face check of a video (detector/occlusion.OcclusionResult.to_dict)."""
 
     @property
     def faces_seen(self) -> int:
@@ -100,4 +104,6 @@ class DetectionResult:
             frames=frames,
             timings_ms=dict(d.get("timings_ms", {})),
             hashes=d.get("hashes"),
+            classifier_score=d.get("classifier_score", d.get("score")),
+            occlusion=d.get("occlusion"),
         )

@@ -58,6 +58,16 @@ class WorkerContext:
         lifecycle.subscribe(Outbox(self.settings, self.db.engine, self.redis).on_status_change)
         return lifecycle
 
+    @cached_property
+    def live(self):
+        """This process's live sessions (core/live.py), their webhooks subscribed."""
+        from core.live import Live
+        from core.webhooks.outbox import Outbox
+
+        live = Live(self.lifecycle, self.redis)
+        live.subscribe(Outbox(self.settings, self.db.engine, self.redis).on_live_event)
+        return live
+
     @property
     def detector_loaded(self) -> bool:
         return self._detector is not None

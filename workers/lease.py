@@ -129,7 +129,7 @@ class ContextWorker(LeasedWorkerMixin, SimpleWorker):
         self.ctx = context or get_context()
         s = self.ctx.settings
         if queues is None:
-            queues = [Queue(self.queue_name(s), connection=self.ctx.redis, serializer="json")]
+            queues = [Queue(name, connection=self.ctx.redis, serializer="json") for name in self.queues_to_take(s)]
         kwargs.setdefault("connection", self.ctx.redis)
         kwargs.setdefault("serializer", "json")
         kwargs.setdefault("maintenance_interval", s.maintenance_interval)
@@ -139,3 +139,8 @@ class ContextWorker(LeasedWorkerMixin, SimpleWorker):
     @staticmethod
     def queue_name(settings) -> str:
         raise NotImplementedError
+
+    @classmethod
+    def queues_to_take(cls, settings) -> list[str]:
+        """The queues this worker takes, first first (RQ's order)."""
+        return [cls.queue_name(settings)]

@@ -25,6 +25,7 @@ import time
 from core.queue import worker_info_key
 from workers.context import WorkerContext, configure, work_with_reconnect
 from workers.lease import ContextWorker
+from workers.live import reconcile_live_if_due
 from workers.reconcile import reconcile_if_due
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,11 @@ class DetectorWorker(ContextWorker):
     def queue_name(settings) -> str:
         return settings.queue_name
 
+    @classmethod
+    def queues_to_take(cls, settings) -> list[str]:
+        """Live segments before uploads: a call is waiting for the answer (core/live.py)."""
+        return [settings.live_queue, settings.queue_name]
+
     def info(self) -> dict:
         return {"provider": self.detector.provider, "face_provider": self.detector.face_provider,
                 "model": self.detector.model_name, "version": self.detector.model_version,
@@ -80,6 +86,10 @@ class DetectorWorker(ContextWorker):
             reconcile_if_due(self.ctx.settings, self.ctx.db, self.ctx.lifecycle, self.connection)
         except Exception:
             log.exception("reconciler failed; it runs again at the next maintenance")
+        try:
+            reconcile_live_if_due(self.ctx, self.connection)
+        except Exception:
+            log.exception("live reconciler failed; it runs again at the next maintenance")
 
 
 def configure_logging(level: str) -> None:

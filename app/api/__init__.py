@@ -389,6 +389,9 @@ def openapi():
     return jsonify(build_spec())
 
 
+from app.api import live as _live  # noqa: F401 - the live routes, on this blueprint
+
+
 def init_app(app) -> None:
     app.register_blueprint(bp)
     csrf = app.extensions.get("csrf")

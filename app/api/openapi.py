@@ -52,6 +52,10 @@ UPLOAD_ID = {"name": "upload_id", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 DELIVERY_ID = {"name": "delivery_id", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+LIVE_ID = {"name": "session_id", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+WAIT = {"name": "wait", "in": "query", "required": False,
+        "schema": {"type": "number", "minimum": 0, "maximum": defaults.API_MAX_WAIT_SECONDS}}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "description": "Same key + same body: the first upload is returned (no second row or job); "
                               "same key + another body: 422.",
@@ -161,6 +165,78 @@ def _paths() -> dict[str, Any]:
                     "parameters": [DELIVERY_ID],
                     "responses": {"200": _json_response("The delivery", "DeliveryOut"), **_errors(400, 401, 404, 429)}},
         },
+        "/api/v1/live": {
+            "post": {
+                "operationId": "openLiveSession",
+                "summary": "Open a live session for one call participant",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("LiveOpenIn")}}},
+                "responses": {"201": _json_response("The session (Location: its URL)", "LiveSessionOut"),
+                              **_errors(400, 401, 422), "429": _json_response(
+                                  f"Rate limit (`rate_limited`) or {defaults.LIVE_MAX_OPEN_SESSIONS} open sessions "
+                                  "for this key (`too_many_sessions`)", "Error", RETRY_AFTER)},
+            },
+        },
+        "/api/v1/live/{session_id}": {
+            "get": {
+                "operationId": "getLiveSession",
+                "summary": "The rolling verdict, the timeline of segments and the evidence; ?wait= long-polls "
+                           "while segments are queued",
+                "parameters": [LIVE_ID, WAIT],
+                "responses": {"200": _json_response("The session", "LiveSessionOut"), **_errors(400, 401, 404, 429)},
+            },
+            "delete": {
+                "operationId": "endLiveSession",
+                "summary": "End the session (twice changes nothing): the summary; live.ended fires",
+                "parameters": [LIVE_ID],
+                "responses": {"200": _json_response("The ended session", "LiveSessionOut"),
+                              **_errors(400, 401, 404, 429)},
+            },
+        },
+        "/api/v1/live/{session_id}/end": {
+            "post": {
+                "operationId": "endLiveSessionPost", "summary": "The same as DELETE /api/v1/live/{session_id}",
+                "parameters": [LIVE_ID],
+                "responses": {"200": _json_response("The ended session", "LiveSessionOut"),
+                              **_errors(400, 401, 404, 429)},
+            },
+        },
+        "/api/v1/live/{session_id}/segments": {
+            "post": {
+                "operationId": "addLiveSegment",
+                "summary": "One segment of the call: a standalone MP4/WebM chunk "
+                           f"({defaults.LIVE_SEGMENT_MIN_SECONDS:g}-{defaults.LIVE_SEGMENT_MAX_SECONDS:g} s; restart "
+                           f"MediaRecorder per segment) or 2-{defaults.LIVE_SEGMENT_MAX_FRAMES} JPEG frames; analysed "
+                           "on the live queue before uploads and answered with its score and the session's rolling "
+                           "verdict",
+                "parameters": [LIVE_ID, {
+                    "name": "wait", "in": "query", "required": False,
+                    "description": f"Seconds to wait for the answer (default {defaults.LIVE_ANSWER_WAIT_SECONDS:g}); "
+                                   "past it: 202, GET the session.",
+                    "schema": {"type": "number", "minimum": 0, "maximum": defaults.API_MAX_WAIT_SECONDS}},
+                    {"name": "start", "in": "query", "required": False,
+                     "description": "For raw-body chunks (a form field wins).", "schema": {"type": "number"}}],
+                "requestBody": {"required": True, "content": {
+                    "multipart/form-data": {"schema": {
+                        "type": "object", "required": ["start"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary", "description": "One video chunk."},
+                            "frame": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                      "minItems": 2, "maxItems": defaults.LIVE_SEGMENT_MAX_FRAMES,
+                                      "description": "JPEG frames in order (instead of `file`)."},
+                            "start": {"type": "number", "minimum": 0,
+                                      "description": "The segment's start in the call, in seconds."},
+                            "fps": {"type": "number", "minimum": 0.1, "maximum": 60, "default": 5,
+                                    "description": "Frames: their rate."}}}},
+                    "video/*": {"schema": {"type": "string", "format": "binary"}},
+                }},
+                "responses": {
+                    "200": _json_response("Analysed: the segment and the session", "LiveSegmentAnswer"),
+                    "202": _json_response("Stored and queued; not analysed within `wait`", "LiveSegmentAnswer"),
+                    "409": _json_response("The session ended (`session_ended`), or took its last segment "
+                                          "(`too_many_segments`)", "Error"),
+                    **_errors(400, 401, 404, 413, 415, 422, 429)},
+            },
+        },
         "/api/v1/webhooks/deliveries/{delivery_id}/redeliver": {
             "post": {"operationId": "redeliver", "summary": "Send a delivery again (back-off starts over)",
                      "parameters": [DELIVERY_ID],
@@ -184,6 +260,11 @@ def build_spec() -> dict[str, Any]:
                              "requestBody": {"content": {"application/json": {"schema": _ref("UploadOut")}}},
                              "responses": {"2XX": {"description": "Received"}}}}
             for event in ("upload.analyzed", "upload.decided", "upload.failed")
+        } | {
+            event: {"post": {"summary": f"{event}: body is the GET /live/{{id}} shape, signed like the upload events",
+                             "requestBody": {"content": {"application/json": {"schema": _ref("LiveSessionOut")}}},
+                             "responses": {"2XX": {"description": "Received"}}}}
+            for event in ("live.suspected", "live.ended")
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -55,6 +55,8 @@ class Outbox:
     def on_status_change(self, upload: Upload, status: str) -> WebhookDelivery | None:
         if not upload.client_id or status not in EVENT_STATUSES:
             return None
+        if upload.source == "live" and status in Status.ROUTED:
+            return None  # the session's own live.suspected says it (on_live_event); the verdict is upload.decided
         with self.engine.connect() as conn:  # most clients poll: one light look-up, no ORM session
             hooked = conn.execute(select(ApiClient.id).where(
                 ApiClient.id == upload.client_id, ApiClient.webhook_url.is_not(None),
@@ -76,6 +78,33 @@ class Outbox:
                                        state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
             session.add(delivery)
             session.commit()  # the outbox row exists before the queue hears of it
+        try:
+            enqueue_delivery(self.settings, self.redis, delivery.id, attempts_done=0)
+        except Exception:
+            log.exception("enqueue of webhook %s failed; the webhook reconciler will send it", delivery.id)
+        return delivery
+
+
+    def on_live_event(self, live, event: str) -> WebhookDelivery | None:
+        """live.suspected / live.ended of a session whose key has a webhook URL (and that did
+        not opt out): a delivery row with the session as the body, then a job, as for uploads."""
+        from core.live import live_body
+        from core.models import LiveSegment
+
+        if not live.webhook:
+            return None
+        with Session(self.engine, expire_on_commit=False) as session:
+            client = session.get(ApiClient, live.client_id)
+            if client is None or not client.webhook_url or client.revoked_at is not None:
+                return None
+            segments = session.scalars(select(LiveSegment).where(LiveSegment.session_id == live.id)).all()
+            upload = session.get(Upload, live.upload_id) if live.upload_id else None
+            body = json.dumps(live_body(live, segments, show_score=client.show_score, upload=upload),
+                              separators=(",", ":"))
+            delivery = WebhookDelivery(client_id=client.id, upload_id=live.id, event=event, payload=body,
+                                       state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
+            session.add(delivery)
+            session.commit()
         try:
             enqueue_delivery(self.settings, self.redis, delivery.id, attempts_done=0)
         except Exception:
