@@ -62,5 +62,5 @@ OCCLUSION_MAX_SECONDS = 12.0
 """Videos up to this long are sampled densely for the check (a recorded check, a live segment);
 a longer one is checked on its regular samples only."""
 
-OCCLUSION_MAX_FRAMES = 96
+OCCLUSION_MAX_FRAMES = 64
 """Upper bound on the frames sampled for the check."""

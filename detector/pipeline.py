@@ -50,6 +50,8 @@ class Detector:
         self.face_provider = face_provider
         self.top_k = limits.TOP_K_FRAMES
         self.occlusion_check = occlusion_check
+        self.classify_frames: int | None = None
+        """Frames whose faces the classifier scores, at most (None: `frames`)."""
 
     @property
     def model_name(self) -> str:
@@ -125,7 +127,7 @@ class Detector:
         timings["detect"] += (t2 - t) * 1000
         if tracks is not None:
             small, scale = occlusion.small_copy(rgb)
-            tracks.append(occlusion.Track(ts, small, scale, [(f.box.tolist(), f.score) for f in faces]))
+            tracks.append(occlusion.Track(ts, small, scale, [(f.box.tolist(), f.score, f.landmarks.tolist()) for f in faces]))
         size, crop = self.manifest.input.size, self.manifest.crop
         evidence = []
         for f in faces:
@@ -193,10 +195,15 @@ class Detector:
     def _finish(self, frames, crops, info, timings, t0, hashes=None, tracks=None) -> DetectionResult:
         t = time.perf_counter()
         if crops:
-            scores = self.classifier(np.stack(crops))
+            # Dense sampling (the occlusion check) detects faces in every frame; the classifier
+            # scores at most `classify_frames` of them, spread evenly, as many as without the check.
+            chosen = _spread([i for i, fr in enumerate(frames) if fr.faces], self.classify_frames or self.frames)
+            offsets = np.cumsum([0] + [len(fr.faces) for fr in frames])
+            picked = [offsets[i] + j for i in chosen for j in range(len(frames[i].faces))]
+            scores = self.classifier(np.stack([crops[k] for k in picked]))
             it = iter(scores.tolist())
-            for fr in frames:
-                for face in fr.faces:
+            for i in chosen:
+                for face in frames[i].faces:
                     face.fake_score = round(next(it), 4)
         timings["classify"] = (time.perf_counter() - t) * 1000
         base = item_score(frames, self.top_k)
@@ -216,3 +223,11 @@ class Detector:
         result.classifier_score = None if base is None else round(base, 4)
         result.occlusion = occ.to_dict() if occ is not None else None
         return result
+
+
+def _spread(indices: list[int], k: int) -> list[int]:
+    """At most k of the indices, evenly spread (all of them when there are k or fewer)."""
+    if len(indices) <= k:
+        return indices
+    picks = np.linspace(0, len(indices) - 1, k).round().astype(int)
+    return [indices[i] for i in sorted(set(picks.tolist()))]

@@ -61,7 +61,7 @@ def test_no_face_image_is_no_face_never_authentic(detector, tmp_path):
 
 def test_video_samples_frames_evenly_and_scores_them(detector, tmp_path):
     path = write_video(tmp_path / "clip.mp4", face_image((640, 360), 300), seconds=4, fps=15)
-    det = Detector(device="cpu", frames=8, manifest=detector.manifest)
+    det = Detector(device="cpu", frames=8, manifest=detector.manifest, occlusion_check=False)
     res = det.analyze_path(path)
     assert res.label in (Label.LIKELY_AUTHENTIC, Label.SUSPECTED_FAKE)
     assert res.media.kind == "video" and res.media.codec == "h264"
@@ -384,3 +384,16 @@ def test_classifier_input_is_the_manifest_normalisation_in_its_layout(tmp_path, 
     assert got.dtype == np.float32 and got.flags.c_contiguous
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_short_video_is_sampled_densely_for_the_occlusion_check_and_classified_as_before(detector, tmp_path):
+    """At 8 frames a second or more (a hand passes in about a second); the classifier still
+    scores at most `frames` of them, spread evenly."""
+    path = write_video(tmp_path / "clip.mp4", face_image((640, 360), 300), seconds=4, fps=15)
+    det = Detector(device="cpu", frames=8, manifest=detector.manifest)
+    res = det.analyze_path(path)
+    assert len(res.frames) >= 30 and all(f.faces for f in res.frames)
+    scored = [f.timestamp for f in res.frames if f.max_score is not None]
+    assert len(scored) == 8 and scored[0] < 0.5 and scored[-1] > 3.5
+    assert res.occlusion["checked"] and res.occlusion["events"] == [] and res.score == res.classifier_score
+    assert res.timings_ms["occlusion"] < res.timings_ms["detect"]

@@ -122,7 +122,8 @@ def _analyse(ctx: WorkerContext, detector: Detector, upload: Upload) -> Analysis
                     model_version=result.model_version, provider=result.provider, score=result.score,
                     label=label, reasons=reasons,
                     evidence={"media": d.get("media"), "frames": d.get("frames", []), "hashes": result.hashes,
-                              "provenance": prov.to_dict(), "detector_label": str(result.label)},
+                              "provenance": prov.to_dict(), "detector_label": str(result.label),
+                              "occlusion": result.occlusion, "classifier_score": result.classifier_score},
                     timings=timings)
 
 
