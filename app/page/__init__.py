@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request, url
 
 from app.db import get_lifecycle, get_session
 from app.errors import request_id
+from app.page import occlusion
 from app.page.tokens import PageToken, check_status_capability, read_page_token, status_capability
 from core.errors import ApiError
 from core.models import ApiClient, Status, Upload
@@ -126,7 +127,8 @@ def upload():
 @bp.get("/uploads/<upload_id>/status")
 def status(upload_id: str):
     """The uploading browser's view of its upload: only with the capability its status link
-    carries, never for an upload that came through the API, never the platform's fields."""
+    carries, never for an upload that came through the API, never the platform's fields. A
+    video checked for a hand passing over the face also gets `occlusion` (app/page/occlusion.py)."""
     settings = current_app.config["VERITY"]
     up = None
     if upload_id.isalnum() and check_status_capability(settings.secret_key, upload_id, request.args.get("cap")):
@@ -142,6 +144,10 @@ def status(upload_id: str):
         if not show:
             body["analysis"].pop("score", None)
     label = body["analysis"]["label"] if body.get("analysis") else None
+    a = up.latest_analysis
+    occ = occlusion.summary(a.evidence, show_score=show) if a is not None and up.kind == "video" else None
+    if occ is not None:  # a video analysed with the hand-over-face check
+        body["occlusion"] = occ
     body["terminal"] = up.status not in Status.PENDING
     body["outcome_title"], body["outcome"] = outcome(up.status, label)
     return jsonify(body)

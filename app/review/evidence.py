@@ -1,4 +1,5 @@
-"""What the evidence page shows: the media file, the per-frame timeline, the top face crops.
+"""What the evidence page shows: the media file, the per-frame timeline, the top face crops, and
+for a video the times a hand passed over the face (the occlusion check, marked on the timeline).
 
 Boxes and scores come from the analysis (DetectionResult.to_dict() as stored by the worker). Crops
 are cut server-side from the stored blob with the detector's own decoders (EXIF orientation,
@@ -12,11 +13,13 @@ import io
 import os
 import tempfile
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from app.page import occlusion as words
 from core import defaults
 from core.models import Analysis, Upload
 from core.storage import BlobNotFound
@@ -29,6 +32,10 @@ SAFE_TYPES = {
 
 CROP_MARGIN = 0.25
 """Context around a face box in a crop, as a fraction of the box side."""
+
+BAND_MIN_WIDTH = 0.8
+"""The narrowest band a hand-over-face event gets on the timeline, in % of its width: a brief
+event stays visible and clickable."""
 
 
 @dataclass
@@ -71,6 +78,45 @@ def overlay(analysis: Analysis | None) -> list[dict[str, Any]]:
     return [{"t": float(f.get("timestamp") or 0.0),
              "faces": [{"box": face.get("box"), "score": face.get("fake_score")} for face in f.get("faces", [])]}
             for f in frames_of(analysis)]
+
+
+def timeline_position(t: float, ticks: list[dict[str, Any]], duration: float | None) -> float:
+    """Where time `t` falls on the frame timeline, as a fraction of its width: the timeline's
+    ticks are evenly spaced whatever their times, so between two ticks the position is
+    interpolated, and before the first (after the last) it runs from 0 s (to the duration)."""
+    n = len(ticks)
+    if not n:
+        return 0.0
+    points = [(0.0, 0.0)] + [(tk["t"], (i + 0.5) / n) for i, tk in enumerate(ticks)]
+    end = max(duration or 0.0, ticks[-1]["t"])
+    points.append((end, 1.0) if end > ticks[-1]["t"] else (ticks[-1]["t"], (n - 0.5) / n))
+    for (t0, x0), (t1, x1) in pairwise(points):
+        if t <= t1:
+            return x1 if t1 <= t0 else x0 + (x1 - x0) * (max(t, t0) - t0) / (t1 - t0)
+    return points[-1][1]
+
+
+def occlusion(analysis: Analysis | None, upload: Upload | None = None) -> dict[str, Any] | None:
+    """The hand-over-face check of a video for the evidence page: its events in words, each with
+    its band on the frame timeline (`x_left`, `x_width`: percentages of the timeline's width;
+    `x_peak`: where the peak falls, as a percentage of the band's width); None for an image or an
+    analysis without the check."""
+    if analysis is None or (upload is not None and upload.kind != "video"):
+        return None
+    occ = words.read(analysis.evidence)
+    if occ is None:
+        return None
+    ticks = timeline(analysis)
+    duration = ((analysis.evidence or {}).get("media") or {}).get("duration")
+    duration = duration if isinstance(duration, int | float) else None
+    events = []
+    for i, e in enumerate(occ["events"]):
+        left, right, peak = (100 * timeline_position(e[k], ticks, duration) for k in ("start", "end", "peak"))
+        width = max(right - left, BAND_MIN_WIDTH)
+        events.append({**e, "n": i + 1, "pasted": words.pasted(e["score"]), "text": words.event_text(e),
+                       "x_left": min(left, 100 - width), "x_width": width,
+                       "x_peak": min(100.0, max(0.0, 100 * (peak - min(left, 100 - width)) / width))})
+    return {**occ, "events": events, "headline": words.headline(occ), "pasted": words.overall(occ)}
 
 
 def file_facts(upload: Upload, analysis: Analysis | None) -> dict[str, Any]:

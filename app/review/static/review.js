@@ -97,8 +97,15 @@
     }
   }
   if (timeline) timeline.addEventListener("click", function (e) {
-    var tick = e.target.closest(".tick");
+    var tick = e.target.closest(".tick, .occ-band");  // a hand-over-face band: its most covered moment
     if (tick) seek(parseFloat(tick.dataset.t));
+  });
+  var occlusion = document.getElementById("occlusion");
+  if (occlusion) occlusion.addEventListener("click", function (e) {
+    var ev = e.target.closest(".occ-event");
+    if (!ev) return;
+    seek(parseFloat(ev.dataset.t));
+    if (viewer) viewer.scrollIntoView({ block: "nearest" });
   });
   if (crops) crops.addEventListener("click", function (e) {
     var c = e.target.closest(".crop");
