@@ -215,8 +215,12 @@ LIVE_SEGMENT_MAX_FRAMES = 30
 """JPEG frames in one segment, at most."""
 
 LIVE_SEGMENT_FRAMES = 12
-"""Frames sampled from a chunk for the classifier (the occlusion check samples short chunks
-more densely: detector/limits.OCCLUSION_FPS)."""
+"""Frames sampled from a chunk (the occlusion check samples short chunks more densely:
+detector/limits.OCCLUSION_FPS)."""
+
+LIVE_CLASSIFY_FRAMES = 6
+"""Of those, the frames whose faces the classifier scores (spread evenly): the answer must come
+within about a second and a half on two cores (bench/live.py)."""
 
 LIVE_MAX_SEGMENTS = 2000
 """Segments per session (an hour of 2 s segments, with room)."""

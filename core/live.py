@@ -17,12 +17,14 @@ web app and the workers each hold one `Live` per process (app/db.py, workers/con
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -52,6 +54,10 @@ LiveListener = Callable[[LiveSession, str], None]
 """Called with the session and the event after the change is committed."""
 
 _DONE_KEY = "verity:live:done:"
+WAIT_SLICE_SECONDS = 2.0
+"""A long wait for a segment's answer is cut into BLPOPs this long."""
+ANSWER_TIMELINE = 10
+"""A segment's answer carries the session's last segments only (GET has them all)."""
 OCCLUSION_DECISIVE = 0.5
 """A segment whose occlusion check scored at least this caught a pasted face: the session
 takes that segment's score on its own (core/live.rolling_score)."""
@@ -195,14 +201,24 @@ class Live:
             log.exception("enqueue of live segment %s failed; the live reconciler will retry it", segment_id)
 
     def wait(self, segment_id: str, seconds: float) -> bool:
-        """Block until the worker signals the segment's analysis (or `seconds` pass)."""
+        """Block until the worker signals the segment's analysis (or `seconds` pass). BLPOP in
+        short slices: a connection's socket timeout must never cut a long wait into an error."""
         if self.redis is None or seconds <= 0:
             return False
-        got = self.redis.blpop([done_key(segment_id)], timeout=seconds)
-        if got is not None:
-            self.redis.rpush(done_key(segment_id), b"1")  # leave it for another waiter
-            self.redis.expire(done_key(segment_id), defaults.LIVE_RESULT_TTL_SECONDS)
-        return got is not None
+        deadline = time.monotonic() + seconds
+        key = done_key(segment_id)
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                got = self.redis.blpop([key], timeout=max(0.05, min(WAIT_SLICE_SECONDS, left)))
+                if got is not None:
+                    pipe = self.redis.pipeline()
+                    pipe.rpush(key, b"1")  # leave it for another waiter
+                    pipe.expire(key, defaults.LIVE_RESULT_TTL_SECONDS)
+                    pipe.execute()
+                    return True
+        except RedisError:
+            log.warning("waiting for live segment %s: Redis failed; answering from the database", segment_id)
+        return False
 
     def _check_open(self, session: Session, live: LiveSession) -> None:
         now = utcnow()

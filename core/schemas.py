@@ -99,6 +99,7 @@ class OcclusionEventOut(BaseModel):
                                                           "occluder; 1: like a pasted face (the occluder cut off at "
                                                           "the face's outline). Null unless this key may see scores.")
     at: float | None = Field(default=None, description="Live only: the peak in call time (segment start + peak).")
+    segment: int | None = Field(default=None, description="Live only: the segment it was seen in.")
 
 
 class OcclusionOut(BaseModel):
@@ -395,7 +396,8 @@ class LiveSegmentAnswer(BaseModel):
     """POST /api/v1/live/{id}/segments: the segment's answer, and the session after it."""
 
     segment: LiveSegmentOut
-    session: LiveSessionOut
+    session: LiveSessionOut = Field(description="The session after this segment; its timeline holds the last "
+                                                "10 segments only (GET the session for all of them).")
     answered: bool = Field(description="False (HTTP 202) when the analysis did not finish within `wait`: "
                                        "GET the session for it.")
 

@@ -57,9 +57,10 @@ def analyze_segment(segment_id: str) -> dict[str, Any]:
 
 
 def _detect(ctx: WorkerContext, detector, segment: LiveSegment):
-    frames_wanted = detector.frames
+    frames_wanted, classify_wanted = detector.frames, detector.classify_frames
     try:
         detector.frames = min(frames_wanted, defaults.LIVE_SEGMENT_FRAMES)
+        detector.classify_frames = defaults.LIVE_CLASSIFY_FRAMES
         if segment.kind == "video":
             with ctx.storage.local_path(segment.sha256, ctx.settings.tmp_dir) as path:
                 return detector.analyze_path(path)
@@ -69,7 +70,7 @@ def _detect(ctx: WorkerContext, detector, segment: LiveSegment):
                 frames.append((float(f["t"]), _rgb(path)))
         return detector.analyze_frames(frames)
     finally:
-        detector.frames = frames_wanted
+        detector.frames, detector.classify_frames = frames_wanted, classify_wanted
 
 
 def _rgb(path) -> np.ndarray:

@@ -14,7 +14,7 @@ from app.db import get_live, get_session
 from app.errors import request_id
 from core import defaults
 from core.errors import ApiError
-from core.live import Part, live_body, segment_summary
+from core.live import ANSWER_TIMELINE, Part, live_body, segment_summary
 from core.models import LiveSegment, LiveSession, SegmentState, Upload
 from core.schemas import LiveOpenIn, LiveSegmentAnswer, LiveSegmentOut, LiveSessionOut
 
@@ -26,12 +26,18 @@ def _own_session(session_id: str) -> LiveSession:
     return live
 
 
-def _out(live: LiveSession) -> LiveSessionOut:
+def _out(live: LiveSession, *, last: int | None = None) -> LiveSessionOut:
+    """The session; with `last`, its timeline holds only the last segments (the counts are whole)."""
     session = get_session()
     segments = session.scalars(select(LiveSegment).where(LiveSegment.session_id == live.id)
                                .order_by(LiveSegment.seq)).all()
     upload = session.get(Upload, live.upload_id) if live.upload_id else None
-    return LiveSessionOut.model_validate(live_body(live, segments, show_score=_client().show_score, upload=upload))
+    body = live_body(live, segments, show_score=_client().show_score, upload=upload)
+    if last is not None:
+        body["timeline"] = body["timeline"][-last:]
+        body["occlusion_events"] = [e for e in body["occlusion_events"]
+                                    if e["segment"] >= (body["timeline"][0]["seq"] if body["timeline"] else 0)]
+    return LiveSessionOut.model_validate(body)
 
 
 @bp.post("/live")
@@ -93,7 +99,7 @@ def add_segment(session_id: str):
     live = session.get(LiveSession, session_id)
     body = LiveSegmentAnswer(segment=LiveSegmentOut.model_validate(segment_summary(segment,
                                                                                    show_score=client.show_score)),
-                             session=_out(live), answered=answered)
+                             session=_out(live, last=ANSWER_TIMELINE), answered=answered)
     return _json(body, 200 if answered else 202, {"Location": f"/api/v1/live/{live.id}"})
 
 

@@ -226,3 +226,15 @@ def test_a_worker_process_answers_the_segment_request(api_app, api_settings, cli
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def test_a_long_wait_without_a_worker_answers_202_not_an_error(api_app, clips):
+    """The answer is awaited in short BLPOP slices: a wait past the connection's socket timeout
+    (5 s) ends in a 202 and the stored segment, never a 500."""
+    key = make_key(api_app, "patient")
+    c = api_app.test_client()
+    live = _open(c, key)
+    t = time.monotonic()
+    r = _segment(c, key, live["id"], clips["face"], wait="6.5")
+    assert r.status_code == 202 and r.get_json()["answered"] is False
+    assert 6.4 <= time.monotonic() - t < 15

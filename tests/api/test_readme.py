@@ -25,7 +25,7 @@ def test_readme_client_example_runs(api_app, api_settings, live_server, tmp_path
     from workers.context import configure
     from workers.jobs import mark_failed
 
-    example, snippet = python_blocks()
+    example, snippet, _live = python_blocks()
     key = make_key(api_app, "readme", show_score=True)
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(jpeg_bytes(no_face_image()))
@@ -66,3 +66,20 @@ def test_readme_client_example_runs(api_app, api_settings, live_server, tmp_path
     assert not verify_ns["verify"]("whsec_x", {**headers, "Verity-Event-Id": "ev2"}, b"{}")
     assert not verify_ns["verify"]("whsec_x", {**headers, "Verity-Event": "upload.decided"}, b"{}")
     assert not verify_ns["verify"]("whsec_x", {**headers, "Verity-Timestamp": str(int(time.time()) - 3600)}, b"{}")
+
+
+def test_readme_live_example_runs(api_app, live_server, tmp_path, capsys):
+    """The live-session example, as written, on one 2 s chunk; no worker here, so the answer is a
+    202 after the default wait (pending), and the summary says the session ended."""
+    import requests
+    from mediagen import face_image, write_video
+
+    *_, live = python_blocks()
+    key = make_key(api_app, "readme-live", show_score=True)
+    chunk = write_video(tmp_path / "chunk.mp4", face_image((320, 240), face_height=120), seconds=1.0, fps=10)
+    s = requests.Session()
+    s.headers["Authorization"] = f"Bearer {key}"
+    ns = {"s": s, "API": live_server + "/api/v1", "segments": [(0.0, chunk.read_bytes())]}
+    exec(compile(live, "README.md", "exec"), ns)  # noqa: S102 (the README example, run as written)
+    assert capsys.readouterr().out.split() == ["None", "pending"]
+    assert ns["summary"]["state"] == "ended" and ns["summary"]["segments"]["received"] == 1
