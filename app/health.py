@@ -52,6 +52,8 @@ def readyz():
                 "count": len(workers),
                 "providers": sorted({w.get("provider", "unknown") for w in workers}),
                 "models": sorted({f"{w.get('model')} {w.get('version')}" for w in workers}),
+                "data_licences": sorted({w.get("data_licence") or "unknown (a worker from before the field)"
+                                         for w in workers}),
             }
             if not workers:
                 checks["workers"]["error"] = "no live detector worker on queue " + settings.queue_name

@@ -41,6 +41,7 @@ def _model(s: Settings):
 
         m = load_manifest(s.model, verify=True, models_dir=s.models_dir)
         yield "model", True, f"{m.name} {m.version} at {m.model_path} (sha256 verified)"
+        yield "licence", m.data_licence is not None, f"data licence: {m.licence_text}"
     except Exception as e:  # noqa: BLE001 - the doctor reports any failure
         yield "model", False, f"{e} (set VERITY_MODEL to a directory with model.json)"
     try:

@@ -80,6 +80,26 @@ class Thresholds(BaseModel):
         return v
 
 
+class DataSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    folder: str
+    terms: str
+    use: Literal["business", "research-only"]
+
+
+class DataLicence(BaseModel):
+    """Whose faces the model learnt from and what their terms allow (training/licences.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    use: Literal["business", "research-only"]
+    """"business" only when every training folder allows it."""
+    sources: list[DataSource]
+
+    def summary(self) -> str:
+        folders = ", ".join(f"{s.folder} ({s.terms})" for s in self.sources)
+        return f"{self.use} use; trained on {folders}"
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
@@ -94,9 +114,16 @@ class Manifest(BaseModel):
     thresholds: Thresholds
     training: dict = Field(default_factory=dict)
     metrics: dict = Field(default_factory=dict)
+    data_licence: DataLicence | None = None
+    """None for a model.json from before the field: its licence is unknown (say so, never assume)."""
 
     path: Path | None = Field(default=None, exclude=True)
     """Directory the manifest was read from (not part of the file)."""
+
+    @property
+    def licence_text(self) -> str:
+        """The running model's data licence in one line (doctor, startup log, /readyz)."""
+        return self.data_licence.summary() if self.data_licence else "unknown: model.json has no data_licence"
 
     @property
     def model_path(self) -> Path:

@@ -39,6 +39,8 @@ def test_readyz_is_ready_with_a_live_worker_and_reports_its_provider(client, set
         assert r.status_code == 200, r.get_json()
         w = r.get_json()["checks"]["workers"]
         assert w["count"] == 1 and w["providers"] == ["CPUExecutionProvider"]
+        assert w["data_licences"] == [shared_detector.manifest.licence_text]
+        assert w["data_licences"][0].startswith("business use; trained on faces-canada (CC BY 4.0)")
         m = client.get("/metrics").get_data(as_text=True)
         assert 'verity_workers{model="' in m and 'provider="CPUExecutionProvider"' in m
     finally:

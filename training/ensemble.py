@@ -207,6 +207,12 @@ def ensemble_hflip(members: list[Manifest]) -> bool:
     return hflip
 
 
+def merge_licences(licences):
+    from training.licences import merge
+
+    return merge(licences)
+
+
 def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hflip: bool) -> dict:
     first = members[0]
     doc = json.loads((first.path / "model.json").read_text())
@@ -230,6 +236,7 @@ def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hfl
                          "data": m.training.get("data"), "splits_file": m.training.get("splits_file")}
                         for m in members],
         },
+        "data_licence": merge_licences(m.data_licence.model_dump() if m.data_licence else None for m in members),
     })
     return doc
 

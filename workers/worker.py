@@ -47,8 +47,8 @@ class DetectorWorker(ContextWorker):
         self._info_at, self._info_ttl = float("-inf"), 0
         super().__init__(queues, *args, context=context, **kwargs)
         self.detector = self.ctx.detector()  # built and warmed here: after any fork, once per process
-        log.info("detector %s %s on %s", self.detector.model_name, self.detector.model_version,
-                 self.detector.provider)
+        log.info("detector %s %s on %s; data licence: %s", self.detector.model_name, self.detector.model_version,
+                 self.detector.provider, self.detector.manifest.licence_text)
 
     @staticmethod
     def queue_name(settings) -> str:
@@ -62,6 +62,7 @@ class DetectorWorker(ContextWorker):
     def info(self) -> dict:
         return {"provider": self.detector.provider, "face_provider": self.detector.face_provider,
                 "model": self.detector.model_name, "version": self.detector.model_version,
+                "data_licence": self.detector.manifest.licence_text,
                 "threads": self.detector.threads,
                 "pid": os.getpid(), "host": socket.gethostname()}
 

@@ -119,6 +119,23 @@ def occlusion(analysis: Analysis | None, upload: Upload | None = None) -> dict[s
     return {**occ, "events": events, "headline": words.headline(occ), "pasted": words.overall(occ)}
 
 
+def live(analysis: Analysis | None) -> dict[str, Any] | None:
+    """The live session an item came from (core/live.py): its segments in call time, each with
+    its score, label and hand-over-the-face events; None for an upload."""
+    data = ((analysis.evidence or {}).get("live") if analysis is not None else None) or None
+    if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
+        return None
+    rows = []
+    for seg in data["segments"]:
+        events = ((seg.get("occlusion") or {}).get("events")) or []
+        rows.append({"seq": seg.get("seq"), "start": seg.get("start") or 0.0, "duration": seg.get("duration"),
+                     "state": seg.get("state"), "label": seg.get("label"), "score": seg.get("score"),
+                     "faces": seg.get("faces"),
+                     "events": [{"at": e.get("at"), "covered": e.get("covered"), "score": e.get("score"),
+                                 "pasted": words.pasted(e.get("score"))} for e in events]})
+    return {"session_id": data.get("session_id"), "segments": rows}
+
+
 def file_facts(upload: Upload, analysis: Analysis | None) -> dict[str, Any]:
     media = ((analysis.evidence or {}).get("media") or {}) if analysis else {}
     return {"type": upload.mime, "kind": upload.kind, "bytes": upload.bytes, "sha256": upload.sha256,

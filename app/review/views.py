@@ -214,7 +214,7 @@ def item(item_id: int):
         "review/item.html", matches=matches, provenance=provenance, bank_entries=bank_entries, bank_items=bank_items, it=it, upload=upload, analysis=analysis, state=state, mine=mine,
         overdue=queue.is_overdue(it, now), due=queue.aware(it.due_at), claimed_until=queue.aware(it.claimed_until),
         facts=evidence.file_facts(upload, analysis), timeline=evidence.timeline(analysis),
-        overlay=evidence.overlay(analysis), occlusion=evidence.occlusion(analysis, upload), faces=faces,
+        overlay=evidence.overlay(analysis), occlusion=evidence.occlusion(analysis, upload), live=evidence.live(analysis), faces=faces,
         earlier=earlier, history=history, events=events,
         users=users, taken=request.args.get("taken"), heartbeat_ms=defaults.REVIEW_HEARTBEAT_SECONDS * 1000,
         can_decide=mine, can_revise=current_user.is_admin and it.state == queue.DECIDED,
