@@ -41,7 +41,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -90,16 +89,10 @@ def load() -> str:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{len(os.sched_getaffinity(0))} cores ({model}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    """The machine, as bench/load.py names it (cores, CPU model, OS, Python, load)."""
+    from load import machine as described
+
+    return described()
 
 
 CODE = ("detector", "core", "workers", "app", "cli")

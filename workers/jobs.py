@@ -24,7 +24,8 @@ from workers.context import WorkerContext, get_context
 log = logging.getLogger(__name__)
 
 
-def _actor() -> str:
+def job_actor() -> str:
+    """Who acts in the audit trail: the RQ worker running the current job."""
     from rq import get_current_job
 
     job = get_current_job()
@@ -42,7 +43,7 @@ def analyze_upload(upload_id: str) -> dict[str, Any]:
         if upload.status not in Status.PENDING:
             return {"upload_id": upload_id, "skipped": f"already {upload.status}"}
         detector = ctx.detector()
-        actor = _actor()
+        actor = job_actor()
         own, prior = _earlier_analyses(session, upload, detector)
         # Read before the detector runs, in the same transaction as the reads above: the admin's
         # routing settings and the key's thresholds as they are when the job starts.

@@ -21,19 +21,13 @@ from core.models import LiveSegment, SegmentState, utcnow
 from core.queue import enqueue_segment, live_job_status, segment_job_id
 from detector import media
 from workers.context import WorkerContext, get_context
+from workers.jobs import job_actor
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "verity:live:reconciler:lock"
 STUCK_AFTER_SECONDS = 30
 """A segment queued for longer than this with no live job is enqueued again."""
-
-
-def _actor() -> str:
-    from rq import get_current_job
-
-    job = get_current_job()
-    return f"worker:{job.worker_name}" if job is not None and job.worker_name else "worker"
 
 
 def analyze_segment(segment_id: str) -> dict[str, Any]:
@@ -50,7 +44,7 @@ def analyze_segment(segment_id: str) -> dict[str, Any]:
         d = result.to_dict()
         d["classifier_score"] = result.classifier_score
         d["occlusion"] = result.occlusion
-        seg = ctx.live.analysed(session, segment_id, d, _actor(), detector.manifest.thresholds)
+        seg = ctx.live.analysed(session, segment_id, d, job_actor(), detector.manifest.thresholds)
         metrics.JOB_SECONDS.labels(outcome="live").observe(time.perf_counter() - t0)
         return {"segment_id": segment_id, "state": seg.state if seg else None, "score": result.score,
                 "label": str(result.label)}
