@@ -44,6 +44,7 @@ from core.models import (
     utcnow,
 )
 from core.overrides import review_due_seconds, routing_policy
+from detector.occlusion import PASTED_AT
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ WAIT_SLICE_SECONDS = 2.0
 """A long wait for a segment's answer is cut into BLPOPs this long."""
 ANSWER_TIMELINE = 10
 """A segment's answer carries the session's last segments only (GET has them all)."""
-OCCLUSION_DECISIVE = 0.5
+OCCLUSION_DECISIVE = PASTED_AT
 """A segment whose occlusion check scored at least this caught a pasted face: the session
 takes that segment's score on its own (core/live.rolling_score)."""
 

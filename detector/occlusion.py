@@ -45,6 +45,10 @@ WINDOW = 2.0
 WINDOW_PIXELS = 64
 """Side of the face-centred window the change maps are computed in."""
 
+PASTED_AT = 0.5
+"""An event scored at least this is read as a pasted face (reasons, pages, a live session's
+rolling score); below it, as a face that behaved like a real one."""
+
 MIN_TRACKED = 0.5
 """The check runs only when the main face was found in at least this share of the frames."""
 
@@ -344,7 +348,7 @@ def _runs(mask: np.ndarray, gap: int = 1) -> list[tuple[int, int]]:
 def _describe(e: Event, n: int) -> str:
     where = f"{e.start:.1f}-{e.end:.1f} s"
     many = f" (worst of {n})" if n > 1 else ""
-    if e.score >= 0.5:
+    if e.score >= PASTED_AT:
         return (f"occlusion: something covered {e.covered:.0%} of the face at {e.peak:.1f} s{many} and the face "
                 f"stayed whole and steady behind it ({where}): what a face pasted over the frame does")
     return (f"occlusion: something passed in front of the face ({where}, {e.covered:.0%} covered){many} "

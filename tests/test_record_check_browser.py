@@ -277,7 +277,7 @@ def test_each_hand_pass_is_listed_and_no_hand_asks_to_record_again(live_server, 
     items = occ.locator("ul.occ-events li")
     assert items.count() == 2
     assert "1.1–2.3 s: 64% of the face covered; the face behaved like a real one." in items.nth(0).inner_text()
-    assert "3.4–4.0 s: 31% of the face covered; the face broke up like a pasted one." in items.nth(1).inner_text()
+    assert "3.4–4.0 s: 31% of the face covered; the face stayed whole over the hand like a pasted one." in items.nth(1).inner_text()
     assert [items.nth(i).get_attribute("data-pasted") for i in (0, 1)] == ["false", "true"]
     assert "score 0.620" in items.nth(1).inner_text()  # `verity up` shows scores
     assert page.evaluate("document.querySelector('#occlusion .occ-covered span').style.width") == "64%"

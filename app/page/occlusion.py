@@ -12,10 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-PASTED_AT = 0.5
-"""An event's (or the whole check's) score from which the pages say the face "broke up like a
-pasted one" rather than "behaved like a real one" (the score's own midpoint: the detector
-calibrates it, the pages only put it into words)."""
+from detector.occlusion import PASTED_AT  # where the pages read an event as a pasted face
 
 NO_HAND_TEXT = "No hand passed in front of the face."
 NOT_CHECKED_TEXT = "The hand-over-face check did not run on this video."
@@ -58,7 +55,7 @@ def read(evidence: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def pasted(score: float | None) -> bool | None:
-    """True: broke up like a pasted face; False: behaved like a real one; None: no score."""
+    """True: stayed whole over the hand like a pasted face; False: behaved like a real one; None: no score."""
     return None if score is None else score >= PASTED_AT
 
 
@@ -71,7 +68,7 @@ def event_text(e: dict[str, Any]) -> str:
     when = f"{e['start']:.1f}–{e['end']:.1f} s"
     covered = f"{round(100 * e['covered'])}% of the face covered" if e["covered"] is not None else \
         "part of the face covered"
-    behaved = {False: "the face behaved like a real one", True: "the face broke up like a pasted one",
+    behaved = {False: "the face behaved like a real one", True: "the face stayed whole over the hand like a pasted one",
                None: "how the face behaved was not measured"}[pasted(e["score"])]
     return f"{when}: {covered}; {behaved}."
 
@@ -96,7 +93,7 @@ def headline(occ: dict[str, Any]) -> str:
     if verdict is None:
         return "A hand passed in front of the face; how the face behaved was not measured."
     if verdict:
-        return "The face broke up like a pasted one when a hand passed in front of it."
+        return "The face stayed whole over the hand like a pasted one when a hand passed in front of it."
     if any(pasted(e["score"]) for e in occ["events"]):
         return "Overall the face behaved like a real one when a hand passed in front of it, but not every time."
     return "The face behaved like a real one each time a hand passed in front of it."

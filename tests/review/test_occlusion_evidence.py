@@ -54,10 +54,10 @@ def test_the_status_route_says_what_the_hand_over_the_face_showed(settings, show
         assert r.status_code == 200
         occ = r.get_json()["occlusion"]
         assert occ["checked"] is True and occ["hand_seen"] is True and occ["pasted"] is True
-        assert occ["headline"] == "The face broke up like a pasted one when a hand passed in front of it."
+        assert occ["headline"] == "The face stayed whole over the hand like a pasted one when a hand passed in front of it."
         assert [e["start"] for e in occ["events"]] == [1.0, 3.0]  # in time order
         first, second = occ["events"]
-        assert first["text"] == "1.0–2.0 s: 62% of the face covered; the face broke up like a pasted one."
+        assert first["text"] == "1.0–2.0 s: 62% of the face covered; the face stayed whole over the hand like a pasted one."
         assert second["text"] == "3.0–3.5 s: 20% of the face covered; the face behaved like a real one."
         assert (first["pasted"], second["pasted"]) == (True, False)
         assert (first["peak"], first["covered"]) == (1.5, 0.62)
