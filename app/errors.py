@@ -61,6 +61,10 @@ def init_app(app: Flask) -> None:
             # Flask-Limiter adds Retry-After to every limited response; it means "wait before
             # retrying", so it belongs to a refusal only (RFC 9110).
             resp.headers.pop("Retry-After", None)
+        elif "verity_retry_after" in g:
+            # A refusal of our own (e.g. segments_behind) says its own wait; the limiter's
+            # after_request, which runs before this one, must not replace it with its window.
+            resp.headers["Retry-After"] = str(g.verity_retry_after)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         return resp
 

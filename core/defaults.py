@@ -231,6 +231,11 @@ LIVE_SESSION_SECONDS = 4 * 3600
 LIVE_IDLE_SECONDS = 600
 """A session that received no segment for this long ends by itself."""
 
+LIVE_MAX_QUEUED_SEGMENTS = 3
+"""Segments of one session waiting for a worker, at most: past it a new one is refused (429,
+`segments_behind`), so that answers never fall behind a call without bound (bench/live.py: one
+worker keeps 1-2 sessions of 2 s segments)."""
+
 LIVE_MAX_OPEN_SESSIONS = 50
 """Open sessions per API key."""
 

@@ -143,6 +143,12 @@ class Live:
         if live.segments >= defaults.LIVE_MAX_SEGMENTS:
             raise ApiError(409, "too_many_segments", f"a session takes at most {defaults.LIVE_MAX_SEGMENTS} "
                                                      "segments: open a new one", limit_segments=defaults.LIVE_MAX_SEGMENTS)
+        behind = session.scalar(select(func.count()).select_from(LiveSegment).where(
+            LiveSegment.session_id == live.id, LiveSegment.state == SegmentState.QUEUED))
+        if behind >= defaults.LIVE_MAX_QUEUED_SEGMENTS:
+            raise ApiError(429, "segments_behind", f"{behind} segments of this session are still waiting for a "
+                                                   "worker: send the next one later, or skip one",
+                           limit_queued=defaults.LIVE_MAX_QUEUED_SEGMENTS, retry_after=2)
         budget = defaults.LIVE_SEGMENT_MAX_BYTES
         stored: list[tuple[str, int, str, str]] = []  # sha256, bytes, kind, mime
         duration: float | None = None

@@ -13,7 +13,7 @@ import re
 import time
 from typing import IO, Any
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -80,7 +80,7 @@ def _api_error(e: ApiError):
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="verity"'
     if "retry_after" in e.extra:
-        resp.headers["Retry-After"] = str(e.extra["retry_after"])
+        resp.headers["Retry-After"] = g.verity_retry_after = str(e.extra["retry_after"])
     return resp, status
 
 

@@ -234,7 +234,9 @@ def _paths() -> dict[str, Any]:
                     "202": _json_response("Stored and queued; not analysed within `wait`", "LiveSegmentAnswer"),
                     "409": _json_response("The session ended (`session_ended`), or took its last segment "
                                           "(`too_many_segments`)", "Error"),
-                    **_errors(400, 401, 404, 413, 415, 422, 429)},
+                    **_errors(400, 401, 404, 413, 415, 422), "429": _json_response(
+                        f"Rate limit (`rate_limited`), or {defaults.LIVE_MAX_QUEUED_SEGMENTS} segments of this session "
+                        "still waiting for a worker (`segments_behind`)", "Error", RETRY_AFTER)},
             },
         },
         "/api/v1/webhooks/deliveries/{delivery_id}/redeliver": {

@@ -238,3 +238,15 @@ def test_a_long_wait_without_a_worker_answers_202_not_an_error(api_app, clips):
     r = _segment(c, key, live["id"], clips["face"], wait="6.5")
     assert r.status_code == 202 and r.get_json()["answered"] is False
     assert 6.4 <= time.monotonic() - t < 15
+
+
+def test_a_session_far_behind_its_worker_is_told_to_slow_down(api_app, api_settings, run_jobs, clips):
+    key = make_key(api_app, "hurried")
+    c = api_app.test_client()
+    live = _open(c, key)
+    for i in range(defaults.LIVE_MAX_QUEUED_SEGMENTS):
+        assert _segment(c, key, live["id"], clips["face"], start=2.0 * i).status_code == 202
+    r = _segment(c, key, live["id"], clips["face"], start=6.0)
+    assert r.status_code == 429 and r.get_json()["code"] == "segments_behind" and r.headers["Retry-After"] == "2"
+    run_jobs(api_settings)  # the worker catches up: the next segment is taken again
+    assert _segment(c, key, live["id"], clips["face"], start=6.0).status_code == 202
