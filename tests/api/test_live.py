@@ -28,7 +28,8 @@ def clips(tmp_path_factory):
     face = face_image((640, 480), face_height=260)
     return {"face": write_video(d / "face.mp4", face, seconds=2.0, fps=15),
             "long": write_video(d / "long.mp4", face.resize((160, 120)), seconds=12.0, fps=5),
-            "frames": [jpeg_bytes(face.rotate(a)) for a in (0, 1, 2, 1, 0)]}
+            "frames": [jpeg_bytes(face.rotate(a)) for a in (0, 1, 2, 1, 0)],
+            "webm": write_video(d / "chunk.webm", face, seconds=1.5, fps=10, codec="libvpx")}
 
 
 def _open(c, key, **body):
@@ -131,6 +132,13 @@ def test_jpeg_frames_segment_and_a_clean_call(api_app, api_settings, run_jobs, c
     s = c.get(f"/api/v1/live/{live['id']}?wait=2", headers=bearer(key)).get_json()
     assert s["timeline"][0]["state"] == "analyzed" and s["timeline"][0]["faces"] == 5
     assert s["verdict"] == "no_sign" and s["review"] is None
+    # A WebM chunk as a browser's MediaRecorder writes it (VP8), sent as the raw body.
+    r = c.post(f"/api/v1/live/{live['id']}/segments?wait=0&start=13.3", headers={**bearer(key), "Content-Type": "video/webm"},
+               data=clips["webm"].read_bytes())
+    assert r.status_code == 202 and r.get_json()["segment"]["kind"] == "video", r.get_json()
+    run_jobs(api_settings)
+    s = c.get(f"/api/v1/live/{live['id']}", headers=bearer(key)).get_json()
+    assert s["timeline"][1]["state"] == "analyzed" and s["timeline"][1]["start"] == 13.3 and s["timeline"][1]["faces"] >= 1
 
 
 def test_refusals_are_clear(api_app, api_settings, clips, monkeypatch):
