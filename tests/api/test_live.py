@@ -258,3 +258,30 @@ def test_a_session_far_behind_its_worker_is_told_to_slow_down(api_app, api_setti
     assert r.status_code == 429 and r.get_json()["code"] == "segments_behind" and r.headers["Retry-After"] == "2"
     run_jobs(api_settings)  # the worker catches up: the next segment is taken again
     assert _segment(c, key, live["id"], clips["face"], start=6.0).status_code == 202
+
+
+def test_the_live_reconciler_requeues_what_redis_forgot_and_ends_idle_sessions(api_app, api_settings, run_jobs,
+                                                                              clips, redis_conn):
+    from datetime import timedelta
+
+    from core.models import LiveSession, utcnow
+    from workers.context import configure
+    from workers.live import reconcile_live
+
+    key = make_key(api_app, "forgotten", show_score=True)
+    c = api_app.test_client()
+    live = _open(c, key)
+    idle = _open(c, key)
+    assert _segment(c, key, live["id"], clips["face"]).status_code == 202
+    redis_conn.flushdb()  # Redis lost the queue (restart without AOF): the segment's row is all that is left
+    with api_app.extensions["verity.db"].session() as db:
+        seg = db.scalar(select(LiveSegment).where(LiveSegment.session_id == live["id"]))
+        seg.received_at = utcnow() - timedelta(seconds=60)
+        db.get(LiveSession, idle["id"]).updated_at = utcnow() - timedelta(seconds=defaults.LIVE_IDLE_SECONDS + 1)
+        db.commit()
+    done = reconcile_live(configure(api_settings), redis_conn)
+    assert done["requeued"] == [seg.id] and done["ended"] == [idle["id"]]
+    run_jobs(api_settings)
+    assert c.get(f"/api/v1/live/{live['id']}", headers=bearer(key)).get_json()["timeline"][0]["state"] == "analyzed"
+    ended = c.get(f"/api/v1/live/{idle['id']}", headers=bearer(key)).get_json()
+    assert ended["state"] == "ended" and ended["ended_by"] == "expiry"
