@@ -532,8 +532,7 @@ class LiveBaseline:
         if self._detect is None:
             return f"Detector(device='cpu', frames={min(d.frames, defaults.LIVE_SEGMENT_FRAMES)}).analyze_path"
         live = (f"frames={min(d.frames, defaults.LIVE_SEGMENT_FRAMES)}"
-                + (f", classify_frames={defaults.LIVE_CLASSIFY_FRAMES}"
-                   if hasattr(defaults, "LIVE_CLASSIFY_FRAMES") and hasattr(d, "classify_frames") else ""))
+                + (f", classify={defaults.LIVE_CLASSIFY_FRAMES}" if hasattr(defaults, "LIVE_CLASSIFY_FRAMES") else ""))
         return f"Detector(device='cpu') through workers.live._detect ({live}), as the worker runs a segment"
 
     def __call__(self, path: Path):

@@ -1,4 +1,4 @@
-"""The upload lifecycle: every status change of an upload, in one place (DESIGN.md).
+"""The upload lifecycle: every status change of an upload, in one place (README.md, "Architecture").
 
     accept    the door (page, API)   -> queued                        upload.accepted
     start     a detector worker      queued -> analyzing              analysis.started
@@ -321,10 +321,10 @@ class Lifecycle:
                       "model": f"{analysis.model_name} {analysis.model_version}"})
         return upload
 
-    def notify_committed(self, upload: Upload, status: str) -> None:
-        """Tell the listeners of a transition whose transaction the caller committed (live_review)."""
-        metrics.VERDICTS.labels(label="live_suspected", status=status).inc()
-        self._notify(upload, status)
+    def live_review_committed(self, upload: Upload) -> None:
+        """After the caller committed live_review's transaction: count it and tell the listeners."""
+        metrics.VERDICTS.labels(label="live_suspected", status=Status.IN_REVIEW).inc()
+        self._notify(upload, Status.IN_REVIEW)
 
     # --- people -----------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from core.models import (
     utcnow,
 )
 from core.overrides import review_due_seconds, routing_policy
+from core.schemas import LiveSessionOut, as_utc
 from detector.occlusion import PASTED_AT
 
 log = logging.getLogger(__name__)
@@ -149,37 +150,40 @@ class Live:
             raise ApiError(429, "segments_behind", f"{behind} segments of this session are still waiting for a "
                                                    "worker: send the next one later, or skip one",
                            limit_queued=defaults.LIVE_MAX_QUEUED_SEGMENTS, retry_after=2)
+        one_chunk = len(parts) == 1
+        rate = fps or 5.0
+        if not one_chunk and not 2 <= len(parts) <= defaults.LIVE_SEGMENT_MAX_FRAMES:
+            raise ApiError(422, "invalid_request", f"send 2-{defaults.LIVE_SEGMENT_MAX_FRAMES} frames per "
+                                                   "segment (or one video chunk)")
+        if not one_chunk and not 0.1 <= rate <= 60:
+            raise ApiError(422, "invalid_request", "fps must lie within [0.1, 60]")
+        # Every part is checked before it is stored: a refused segment leaves no blob behind.
         budget = defaults.LIVE_SEGMENT_MAX_BYTES
-        stored: list[tuple[str, int, str, str]] = []  # sha256, bytes, kind, mime
+        stored: list[tuple[str, int, str]] = []  # sha256, bytes, mime
         duration: float | None = None
         for part in parts:
             with self.lifecycle.receive(part.stream, limit=budget) as got:
+                if got.kind == "video" and not one_chunk:
+                    raise ApiError(422, "invalid_request", "a segment is one video chunk, or image frames: not several "
+                                                           "chunks, not both")
+                if got.kind == "image" and one_chunk:
+                    raise ApiError(422, "invalid_request", f"send 2-{defaults.LIVE_SEGMENT_MAX_FRAMES} frames per "
+                                                           "segment (or one video chunk)")
+                if got.kind == "video":
+                    duration = got.info.duration
+                    lo, hi = defaults.LIVE_SEGMENT_MIN_SECONDS, defaults.LIVE_SEGMENT_MAX_SECONDS
+                    if duration is not None and not lo <= duration <= hi:
+                        raise ApiError(422, "segment_length", f"the chunk lasts {duration:.1f} s; a segment lasts "
+                                                              f"{lo:g}-{hi:g} s", min_seconds=lo, max_seconds=hi)
                 self.storage.put_file(got.sha256, got.path)
             budget -= got.size
-            stored.append((got.sha256, got.size, got.kind, got.mime))
-            if got.kind == "video":
-                duration = got.info.duration
-        kinds = {k for _, _, k, _ in stored}
-        if kinds == {"video"}:
-            if len(stored) != 1:
-                raise ApiError(422, "invalid_request", "send one video chunk per segment")
-            lo, hi = defaults.LIVE_SEGMENT_MIN_SECONDS, defaults.LIVE_SEGMENT_MAX_SECONDS
-            if duration is not None and not lo <= duration <= hi:
-                raise ApiError(422, "segment_length", f"the chunk lasts {duration:.1f} s; a segment lasts "
-                                                      f"{lo:g}-{hi:g} s", min_seconds=lo, max_seconds=hi)
+            stored.append((got.sha256, got.size, got.mime))
+        if one_chunk:
             kind, frames = "video", None
-        elif kinds == {"image"}:
-            if not 2 <= len(stored) <= defaults.LIVE_SEGMENT_MAX_FRAMES:
-                raise ApiError(422, "invalid_request", f"send 2-{defaults.LIVE_SEGMENT_MAX_FRAMES} frames per "
-                                                       "segment (or one video chunk)")
-            rate = fps or 5.0
-            if not 0.1 <= rate <= 60:
-                raise ApiError(422, "invalid_request", "fps must lie within [0.1, 60]")
-            kind = "frames"
-            frames = [{"sha256": sha, "t": round(i / rate, 3)} for i, (sha, *_rest) in enumerate(stored)]
-            duration = (len(stored) - 1) / rate
         else:
-            raise ApiError(422, "invalid_request", "a segment is one video chunk or image frames, not both")
+            kind = "frames"
+            frames = [{"sha256": sha, "t": round(i / rate, 3)} for i, (sha, _, _) in enumerate(stored)]
+            duration = (len(stored) - 1) / rate
         now = utcnow()
         seq = live.segments
         won = session.execute(update(LiveSession).where(
@@ -190,8 +194,8 @@ class Live:
             raise ApiError(409, "conflict", "another segment of this session arrived at the same time, or the "
                                             "session ended; send it again")
         segment = LiveSegment(session_id=live.id, seq=seq, start=float(start), duration=duration, kind=kind,
-                              mime=stored[0][3], sha256=stored[0][0], frames=frames,
-                              bytes=sum(b for _, b, _, _ in stored), state=SegmentState.QUEUED, received_at=now)
+                              mime=stored[0][2], sha256=stored[0][0], frames=frames,
+                              bytes=sum(b for _, b, _ in stored), state=SegmentState.QUEUED, received_at=now)
         session.add(segment)
         session.commit()
         self._enqueue(segment.id)
@@ -229,7 +233,7 @@ class Live:
 
     def _check_open(self, session: Session, live: LiveSession) -> None:
         now = utcnow()
-        if live.state == LiveState.OPEN and _aware(live.expires_at) <= now:
+        if live.state == LiveState.OPEN and as_utc(live.expires_at) <= now:
             self.end(session, live, by="expiry", actor="live:expiry")
         if live.state != LiveState.OPEN:
             raise ApiError(409, "session_ended", f"live session {live.id} has ended ({live.ended_by})")
@@ -296,7 +300,7 @@ class Live:
         suspected = self._update_verdict(session, live, result, actor, thresholds)
         self._signal(segment_id)
         if suspected is not None:
-            self.lifecycle.notify_committed(suspected, Status.IN_REVIEW)
+            self.lifecycle.live_review_committed(suspected)
             self._notify(live, SUSPECTED)
         return session.get(LiveSegment, segment_id)
 
@@ -369,12 +373,6 @@ class Live:
         return upload
 
 
-def _aware(dt):
-    from datetime import UTC
-
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
-
-
 def _segment_evidence(result: dict[str, Any]) -> dict[str, Any]:
     return {"media": result.get("media"), "frames": result.get("frames", []), "occlusion": result.get("occlusion"),
             "model": f"{result.get('model_name', '')} {result.get('model_version', '')}".strip(),
@@ -404,24 +402,26 @@ def timeline(live: LiveSession, segments, *, show_score: bool = True) -> dict[st
                                                 for s in sorted(segments, key=lambda s: s.seq)]}
 
 
-def live_body(live: LiveSession, segments, *, show_score: bool, upload: Upload | None = None) -> dict[str, Any]:
-    """The session as the API and the webhooks show it."""
+def _live_body(live: LiveSession, segments, *, show_score: bool, upload: Upload | None = None,
+              last: int | None = None) -> dict[str, Any]:
+    """The session's fields (live_out validates them as LiveSessionOut). With `last`, the timeline
+    and the occlusion events are those of the last segments only (the counts stay whole)."""
     segs = sorted(segments, key=lambda s: s.seq)
-    events = [{**e, "segment": s["seq"]} for s in (segment_summary(x, show_score=show_score) for x in segs)
-              for e in ((s["occlusion"] or {}).get("events") or [])]
+    shown = [segment_summary(s, show_score=show_score) for s in (segs[-last:] if last is not None else segs)]
     body: dict[str, Any] = {
         "id": live.id, "external_id": live.external_id, "state": live.state, "verdict": live.verdict,
         "segments": {"received": live.segments,
                      "analyzed": sum(1 for s in segs if s.state == SegmentState.ANALYZED),
                      "queued": sum(1 for s in segs if s.state == SegmentState.QUEUED),
                      "failed": sum(1 for s in segs if s.state == SegmentState.FAILED)},
-        "opened_at": _iso(live.opened_at), "expires_at": _iso(live.expires_at), "ended_at": _iso(live.ended_at),
-        "ended_by": live.ended_by, "suspected_at": _iso(live.suspected_at),
+        "opened_at": live.opened_at, "expires_at": live.expires_at, "ended_at": live.ended_at,
+        "ended_by": live.ended_by, "suspected_at": live.suspected_at,
         "review": None if live.upload_id is None else {
             "upload_id": live.upload_id, "status": upload.status if upload is not None else None,
             "verdict": upload.status if upload is not None and upload.status in Status.VERDICTS else None},
-        "occlusion_events": events,
-        "timeline": [segment_summary(s, show_score=show_score) for s in segs],
+        "occlusion_events": [{**e, "segment": s["seq"]} for s in shown
+                             for e in ((s["occlusion"] or {}).get("events") or [])],
+        "timeline": shown,
         "links": {"self": f"/api/v1/live/{live.id}", "segments": f"/api/v1/live/{live.id}/segments"},
     }
     if show_score:
@@ -429,5 +429,7 @@ def live_body(live: LiveSession, segments, *, show_score: bool, upload: Upload |
     return body
 
 
-def _iso(dt) -> str | None:
-    return None if dt is None else _aware(dt).isoformat().replace("+00:00", "Z")
+def live_out(live: LiveSession, segments, *, show_score: bool, upload: Upload | None = None,
+             last: int | None = None) -> LiveSessionOut:
+    """The session as the API and the webhooks show it."""
+    return LiveSessionOut.model_validate(_live_body(live, segments, show_score=show_score, upload=upload, last=last))

@@ -14,12 +14,12 @@ from pydantic_core import PydanticCustomError
 from core import defaults
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     """Stored times are UTC; SQLite hands them back without a zone."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 """A time in the API: RFC 3339 in UTC, with its `Z` (`2026-12-06T00:06:07.886439Z`)."""
 
 Decision = Literal["allow", "review", "block"]

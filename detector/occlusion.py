@@ -81,10 +81,6 @@ class Event:
     """Share of the face box covered at the peak (0..1)."""
     score: float
     """0 = the face behaved like a real one through the event, 1 = like a pasted one."""
-    outline: float
-    """How much of the face's outline band the occluder covered at most."""
-    centre: float
-    """How much of the face's centre it covered at most."""
     face_lost: bool
     """The face detector lost the face behind the occluder (what a real face does)."""
     features: dict[str, float] = field(default_factory=dict)
@@ -104,9 +100,7 @@ class OcclusionResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for e in d["events"]:
-            for k in ("start", "end", "peak"):
-                e[k] = round(e[k], 3)
-            for k in ("covered", "score", "outline", "centre"):
+            for k in ("start", "end", "peak", "covered", "score"):
                 e[k] = round(e[k], 3)
         if d["score"] is not None:
             d["score"] = round(d["score"], 4)
@@ -151,7 +145,7 @@ def check(tracks: list[Track]) -> OcclusionResult:
         f = _features(idx, cov, found, scores, jitter, quiet_jitter, quiet_score)
         covered = float(min(1.0, cov["box"][peak])) if found[peak] else float(max(cov["box"][peak], 0.5))
         events.append(Event(start=tracks[lo].timestamp, end=tracks[hi].timestamp, peak=tracks[peak].timestamp,
-                            covered=covered, score=event_score(f), outline=f["outline"], centre=f["centre"],
+                            covered=covered, score=event_score(f),
                             face_lost=f["lost"] > 0, features={k: round(float(v), 4) for k, v in f.items()}))
     result = OcclusionResult(True, n, fps, events)
     if not events:

@@ -50,8 +50,6 @@ class Detector:
         self.face_provider = face_provider
         self.top_k = limits.TOP_K_FRAMES
         self.occlusion_check = occlusion_check
-        self.classify_frames: int | None = None
-        """Frames whose faces the classifier scores, at most (None: `frames`)."""
 
     @property
     def model_name(self) -> str:
@@ -74,11 +72,15 @@ class Detector:
 
     # --- entry points -----------------------------------------------------------------------
 
-    def analyze_path(self, path: str | os.PathLike, progress=None, *, hashes: bool = False) -> DetectionResult:
+    def analyze_path(self, path: str | os.PathLike, progress=None, *, hashes: bool = False,
+                     frames: int | None = None, classify: int | None = None) -> DetectionResult:
         """Analyse a file. progress(done, total) is called after each sampled video frame. With
         `hashes`, the result also carries the media's perceptual hashes (PDQ of an image with its
-        rotations and mirror images, PDQ of each sampled video frame), made from the same decode."""
-        return self._analyze(Path(path), progress, hashes)
+        rotations and mirror images, PDQ of each sampled video frame), made from the same decode.
+        `frames` (default: the detector's) is how many video frames to sample, `classify` (default:
+        `frames`) how many of them the classifier scores, for a caller with its own time budget
+        (a live segment)."""
+        return self._analyze(Path(path), progress, hashes, frames or self.frames, classify)
 
     def analyze_bytes(self, data: bytes) -> DetectionResult:
         return self._analyze(data)
@@ -91,9 +93,10 @@ class Detector:
         frames = [self._detect_frame(0, 0.0, rgb, crops, timings)]
         return self._finish(frames, crops, info, timings, t0)
 
-    def analyze_frames(self, frames: list[tuple[float, np.ndarray]]) -> DetectionResult:
+    def analyze_frames(self, frames: list[tuple[float, np.ndarray]], *, classify: int | None = None) -> DetectionResult:
         """Analyse a sequence of frames (timestamp in seconds, RGB uint8), e.g. the JPEG frames of
-        a live segment, as one short video: every frame is scored and the occlusion check runs."""
+        a live segment, as one short video: faces are found in every frame, the classifier scores
+        at most `classify` of them (default: the detector's `frames`), the occlusion check runs."""
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "detect": 0.0, "crop": 0.0}
         if not frames:
@@ -105,7 +108,7 @@ class Detector:
         crops: list[np.ndarray] = []
         tracks: list[occlusion.Track] | None = [] if self.occlusion_check else None
         evidence = [self._detect_frame(i, ts, rgb, crops, timings, tracks) for i, (ts, rgb) in enumerate(frames)]
-        return self._finish(evidence, crops, info, timings, t0, tracks=tracks)
+        return self._finish(evidence, crops, info, timings, t0, tracks=tracks, classify=classify or self.frames)
 
     # --- internals --------------------------------------------------------------------------
 
@@ -138,7 +141,9 @@ class Detector:
         timings["crop"] += (time.perf_counter() - t2) * 1000
         return FrameEvidence(index=index, timestamp=ts, faces=evidence)
 
-    def _analyze(self, src, progress=None, hashes: bool = False) -> DetectionResult:
+    def _analyze(self, src, progress=None, hashes: bool = False, n: int | None = None,
+                 classify: int | None = None) -> DetectionResult:
+        n = n or self.frames
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "detect": 0.0, "crop": 0.0}
         if hashes:
@@ -167,7 +172,7 @@ class Detector:
             else:
                 info_out: list[MediaInfo] = []
                 dense = (limits.OCCLUSION_FPS, limits.OCCLUSION_MAX_SECONDS, limits.OCCLUSION_MAX_FRAMES)
-                it = media.sample_video(src, self.frames, info_out=info_out,
+                it = media.sample_video(src, n, info_out=info_out,
                                         dense=dense if self.occlusion_check else None)
                 tracks = [] if self.occlusion_check else None
                 while True:
@@ -185,19 +190,21 @@ class Detector:
                     frames.append(self._detect_frame(frame.index, frame.timestamp, frame.image, crops, timings,
                                                      tracks))
                     if progress is not None:
-                        progress(len(frames), max(self.frames, len(frames)))
+                        progress(len(frames), max(n, len(frames)))
                 info = info_out[0] if info_out else info
         except media.UnreadableMedia as e:
             return self._unreadable(e, info, timings, t0)
         found = perceptual.MediaHashes(pdq=pdq, vpdq=vpdq) if hashes and (pdq or vpdq) else None
-        return self._finish(frames, crops, info, timings, t0, found, tracks)
+        return self._finish(frames, crops, info, timings, t0, found, tracks, classify or n)
 
-    def _finish(self, frames, crops, info, timings, t0, hashes=None, tracks=None) -> DetectionResult:
+    def _finish(self, frames, crops, info, timings, t0, hashes=None, tracks=None,
+                classify: int | None = None) -> DetectionResult:
         t = time.perf_counter()
         if crops:
             # Dense sampling (the occlusion check) detects faces in every frame; the classifier
-            # scores at most `classify_frames` of them, spread evenly, as many as without the check.
-            chosen = _spread([i for i, fr in enumerate(frames) if fr.faces], self.classify_frames or self.frames)
+            # scores at most `classify` of them (default: `frames`), spread evenly, as many as
+            # without the check.
+            chosen = _spread([i for i, fr in enumerate(frames) if fr.faces], classify or self.frames)
             offsets = np.cumsum([0] + [len(fr.faces) for fr in frames])
             picked = [offsets[i] + j for i in chosen for j in range(len(frames[i].faces))]
             scores = self.classifier(np.stack([crops[k] for k in picked]))

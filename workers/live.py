@@ -41,30 +41,24 @@ def analyze_segment(segment_id: str) -> dict[str, Any]:
             return {"segment_id": segment_id, "skipped": f"already {segment.state}"}
         detector = ctx.detector()
         result = _detect(ctx, detector, segment)
-        d = result.to_dict()
-        d["classifier_score"] = result.classifier_score
-        d["occlusion"] = result.occlusion
-        seg = ctx.live.analysed(session, segment_id, d, job_actor(), detector.manifest.thresholds)
+        seg = ctx.live.analysed(session, segment_id, result.to_dict(), job_actor(), detector.manifest.thresholds)
         metrics.JOB_SECONDS.labels(outcome="live").observe(time.perf_counter() - t0)
         return {"segment_id": segment_id, "state": seg.state if seg else None, "score": result.score,
                 "label": str(result.label)}
 
 
 def _detect(ctx: WorkerContext, detector, segment: LiveSegment):
-    frames_wanted, classify_wanted = detector.frames, detector.classify_frames
-    try:
-        detector.frames = min(frames_wanted, defaults.LIVE_SEGMENT_FRAMES)
-        detector.classify_frames = defaults.LIVE_CLASSIFY_FRAMES
-        if segment.kind == "video":
-            with ctx.storage.local_path(segment.sha256, ctx.settings.tmp_dir) as path:
-                return detector.analyze_path(path)
-        frames = []
-        for f in segment.frames or []:
-            with ctx.storage.local_path(f["sha256"], ctx.settings.tmp_dir) as path:
-                frames.append((float(f["t"]), _rgb(path)))
-        return detector.analyze_frames(frames)
-    finally:
-        detector.frames, detector.classify_frames = frames_wanted, classify_wanted
+    """The detector on a segment, with the live budget: LIVE_SEGMENT_FRAMES sampled (more for the
+    occlusion check), LIVE_CLASSIFY_FRAMES of them classified."""
+    frames = min(detector.frames, defaults.LIVE_SEGMENT_FRAMES)
+    if segment.kind == "video":
+        with ctx.storage.local_path(segment.sha256, ctx.settings.tmp_dir) as path:
+            return detector.analyze_path(path, frames=frames, classify=defaults.LIVE_CLASSIFY_FRAMES)
+    images = []
+    for f in segment.frames or []:
+        with ctx.storage.local_path(f["sha256"], ctx.settings.tmp_dir) as path:
+            images.append((float(f["t"]), _rgb(path)))
+    return detector.analyze_frames(images, classify=defaults.LIVE_CLASSIFY_FRAMES)
 
 
 def _rgb(path) -> np.ndarray:

@@ -14,7 +14,7 @@ from app.db import get_live, get_session
 from app.errors import request_id
 from core import defaults
 from core.errors import ApiError
-from core.live import ANSWER_TIMELINE, Part, live_body, segment_summary
+from core.live import ANSWER_TIMELINE, Part, live_out, segment_summary
 from core.models import LiveSegment, LiveSession, SegmentState, Upload
 from core.schemas import LiveOpenIn, LiveSegmentAnswer, LiveSegmentOut, LiveSessionOut
 
@@ -29,15 +29,9 @@ def _own_session(session_id: str) -> LiveSession:
 def _out(live: LiveSession, *, last: int | None = None) -> LiveSessionOut:
     """The session; with `last`, its timeline holds only the last segments (the counts are whole)."""
     session = get_session()
-    segments = session.scalars(select(LiveSegment).where(LiveSegment.session_id == live.id)
-                               .order_by(LiveSegment.seq)).all()
+    segments = session.scalars(select(LiveSegment).where(LiveSegment.session_id == live.id)).all()
     upload = session.get(Upload, live.upload_id) if live.upload_id else None
-    body = live_body(live, segments, show_score=_client().show_score, upload=upload)
-    if last is not None:
-        body["timeline"] = body["timeline"][-last:]
-        body["occlusion_events"] = [e for e in body["occlusion_events"]
-                                    if e["segment"] >= (body["timeline"][0]["seq"] if body["timeline"] else 0)]
-    return LiveSessionOut.model_validate(body)
+    return live_out(live, segments, show_score=_client().show_score, upload=upload, last=last)
 
 
 @bp.post("/live")

@@ -88,7 +88,7 @@ class Outbox:
     def on_live_event(self, live, event: str) -> WebhookDelivery | None:
         """live.suspected / live.ended of a session whose key has a webhook URL (and that did
         not opt out): a delivery row with the session as the body, then a job, as for uploads."""
-        from core.live import live_body
+        from core.live import live_out
         from core.models import LiveSegment
 
         if not live.webhook:
@@ -99,8 +99,7 @@ class Outbox:
                 return None
             segments = session.scalars(select(LiveSegment).where(LiveSegment.session_id == live.id)).all()
             upload = session.get(Upload, live.upload_id) if live.upload_id else None
-            body = json.dumps(live_body(live, segments, show_score=client.show_score, upload=upload),
-                              separators=(",", ":"))
+            body = live_out(live, segments, show_score=client.show_score, upload=upload).model_dump_json()
             delivery = WebhookDelivery(client_id=client.id, upload_id=live.id, event=event, payload=body,
                                        state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
             session.add(delivery)

@@ -4,6 +4,7 @@ Redis, the review queue and signed webhooks to a real receiver."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -155,6 +156,8 @@ def test_refusals_are_clear(api_app, api_settings, clips, monkeypatch):
                       data={"file": (io.BytesIO(clips["face"].read_bytes()), "a.mp4")})
     assert code(no_start) == (400, "invalid_request") and "start" in no_start.get_json()["message"]
     assert code(_segment(c, key, sid, clips["long"])) == (422, "segment_length")
+    long_sha = hashlib.sha256(clips["long"].read_bytes()).hexdigest()
+    assert not api_app.extensions["verity.storage"].exists(long_sha)  # refused before it was stored
     one = c.post(f"/api/v1/live/{sid}/segments", headers=bearer(key),
                  data={"frame": [(io.BytesIO(clips["frames"][0]), "f.jpg")], "start": "0"})
     assert code(one) == (422, "invalid_request")
