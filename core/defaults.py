@@ -67,7 +67,7 @@ hints): a human looks. Whatever a file declares, it never clears an item by itse
 
 ROUTE_NO_FACE = "cleared"
 """Status for a `no_face` result: nothing for a face-forgery detector to judge. The label stays
-`no_face`, never "authentic" (DESIGN.md); operators who want a human look set `in_review`."""
+`no_face`, never "authentic" (README.md, "The detector"); operators who want a human look set `in_review`."""
 
 ROUTE_UNREADABLE = "in_review"
 """Status for an `unreadable` result that passed the door: fail closed, a human looks."""

@@ -1,4 +1,4 @@
-"""Routing policy: from a detector label and score to an upload status (pure; DESIGN.md).
+"""Routing policy: from a detector label and score to an upload status (pure; README.md, "Architecture").
 
     score <  review            -> cleared
     review <= score < block    -> in_review   (review item "score_in_review_band")

@@ -7,7 +7,7 @@ a 5% false-positive rate.
 
 Items in which no face is found, and unreadable items, are counted and reported on their own
 and left out of the metrics: a detector that finds no face has not said "authentic", so such
-an item must not be scored as if it had (see DESIGN.md, "never report authentic without a face").
+an item must not be scored as if it had (README.md: a `no_face` item is never reported as authentic).
 
 Conditions re-create what an upload goes through on a platform: `original` (the file as it
 is), `jpeg50` (decoded, re-encoded as JPEG quality 50 with Pillow), `half` (downscaled to half

@@ -1,6 +1,6 @@
 """onnxruntime sessions with explicit providers, read back and checked.
 
-Rules (../shared/research/rq-onnxruntime-reliability.md): pass providers explicitly, never the
+Rules (learnt from onnxruntime's behaviour, each kept for a failure it prevents): pass providers explicitly, never the
 whole available list (it may start with Azure); read `get_providers()` back; refuse to start if
 CUDA was demanded and not obtained; size CPU threads from the CPUs this process may run on.
 Create sessions after any fork: call these from the worker process, never at import time.

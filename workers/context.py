@@ -3,7 +3,7 @@ webhook outbox subscribed), and the detector.
 
 Everything is built lazily and once per process. The detector in particular is created only in
 the process that runs jobs, after any fork (onnxruntime thread pools and CUDA contexts do not
-survive a fork; see the research note, section 2).
+survive a fork; workers/worker.py says more).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ maintenance interval instead of after the job timeout + 60 s.
 
 Why it is needed: a SimpleWorker runs its job in its own main thread, so RQ cannot heartbeat during
 the job; RQ therefore registers each execution for the job timeout + 60 s, and only after that
-does `StartedJobRegistry.cleanup` treat a dead worker's job as abandoned (research note, section
-2). With the production job timeout (600 s), an upload held by a killed worker waited 11 minutes.
+does `StartedJobRegistry.cleanup` treat a dead worker's job as abandoned (tests/test_worker_lease.py
+measures it). With the production job timeout (600 s), an upload held by a killed worker waited 11 minutes.
 
 How: each leased worker keeps `verity:lease:<name>` alive (TTL `LEASE_TTL_SECONDS`) from a
 daemon thread that does nothing else (onnxruntime, Pillow and PyAV release the GIL, so it runs

@@ -1,6 +1,6 @@
 """DetectorWorker: an RQ SimpleWorker that owns one warmed detector per process.
 
-Why SimpleWorker (research note, section 2): the forking Worker runs each job in a fresh fork of
+Why SimpleWorker: the forking Worker runs each job in a fresh fork of
 the parent, and an onnxruntime session (thread pools, CUDA context) must not cross a fork; so
 either every job rebuilds the sessions (seconds per job) or the parent builds them before forking
 (unsafe). SimpleWorker runs jobs in the process that built the detector. What we give up, and how

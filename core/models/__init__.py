@@ -1,4 +1,4 @@
-"""The records: the database is the system of record, Redis only a queue (DESIGN.md).
+"""The records: the database is the system of record, Redis only a queue (README.md, "Architecture").
 
 One module per concern, each importing only `core.models.base`; this package imports them all,
 so that `Base.metadata` holds every table wherever the models are loaded (Alembic, the web

@@ -25,7 +25,7 @@ from core.models.base import Base, new_id, utcnow
 
 
 class Status(StrEnum):
-    """Every state an upload can be in (DESIGN.md, "Statuses"). Only core/lifecycle.py changes
+    """Every state an upload can be in (README.md, "Architecture"). Only core/lifecycle.py changes
     an upload's status. Members are strings, so a value read back from the database compares
     equal to its member."""
 
