@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from detector.result import FrameEvidence, Label
+
+TRACK_IOU = 0.3
+"""Two faces in consecutive scored frames are the same person when their boxes overlap this much."""
+TRACK_MIN_SHARE = 0.25
+"""A track seen in fewer than this share of the frames with a face (a passer-by, a false
+detection) counts only when no longer track exists."""
 
 
 def item_score(frames: list[FrameEvidence], top_k: int) -> float | None:
@@ -17,6 +25,65 @@ def item_score(frames: list[FrameEvidence], top_k: int) -> float | None:
         return None
     k = max(1, min(top_k, len(per_frame)))
     return sum(per_frame[:k]) / k
+
+
+def _iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def face_tracks(frames: list[FrameEvidence], min_iou: float = TRACK_IOU) -> list[list[float]]:
+    """The scored faces linked across the sampled frames into tracks (one person each), as lists
+    of their scores. Greedy: each face joins the track whose last box it overlaps most."""
+    tracks: list[tuple[list, list[float]]] = []  # (last box, scores)
+    for fr in frames:
+        taken: set[int] = set()
+        for face in sorted((f for f in fr.faces if f.fake_score is not None), key=lambda f: -f.detection_score):
+            best, best_iou = None, min_iou
+            for i, (box, _) in enumerate(tracks):
+                if i not in taken and (v := _iou(box, face.box)) >= best_iou:
+                    best, best_iou = i, v
+            if best is None:
+                tracks.append((face.box, [face.fake_score]))
+                taken.add(len(tracks) - 1)
+            else:
+                tracks[best] = (face.box, tracks[best][1] + [face.fake_score])
+                taken.add(best)
+    return [scores for _, scores in tracks]
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+
+def track_score(frames: list[FrameEvidence], offset: float = 0.0, temperature: float = 1.0) -> float | None:
+    """A video's score from its face tracks: for each person, the mean logit of their face over
+    the sampled frames (a swap is there in every frame; a real face's odd high frame, blurred
+    by motion or a codec, is outvoted), the highest person; then the model's video calibration,
+    sigmoid((z - offset) / temperature), fitted on real videos (model.json `video`). None when
+    no face was scored."""
+    tracks = face_tracks(frames)
+    if not tracks:
+        return None
+    longest = max(len(t) for t in tracks)
+    kept = [t for t in tracks if len(t) >= TRACK_MIN_SHARE * longest] or tracks
+    z = max(sum(_logit(s) for s in t) / len(t) for t in kept)
+    return _sigmoid((z - offset) / temperature)
+
+
+def video_score(frames: list[FrameEvidence], top_k: int, video) -> float | None:
+    """A video's item score as its model says (`video` is model.json's VideoSpec, or None: top-k)."""
+    if video is None or video.aggregate == "top_k":
+        return item_score(frames, top_k)
+    return track_score(frames, video.offset, video.temperature)
 
 
 def label_for(score: float | None, threshold: float, frames: list[FrameEvidence],

@@ -267,7 +267,7 @@ def _outcome(item: Item, condition: str, res, ms: float) -> Outcome:
 def evaluate_item(det, item: Item, condition: str) -> Outcome:
     """Run the detector on one item under one condition (the file as-is when it names its own)."""
     from detector import media
-    from detector.aggregate import item_score, label_for
+    from detector.aggregate import label_for, video_score
     from detector.result import FrameEvidence
 
     t0 = time.perf_counter()
@@ -290,7 +290,7 @@ def evaluate_item(det, item: Item, condition: str) -> Outcome:
     except media.UnreadableMedia as e:
         return Outcome(str(item.path), item.label, item.group, condition, UNREADABLE, None,
                        ms=round((time.perf_counter() - t0) * 1000, 1), reason=f"{e.reason}: {e.message}")
-    score = item_score(frames, det.top_k)
+    score = video_score(frames, det.top_k, det.manifest.video)
     _, reasons = label_for(score, det.manifest.thresholds.review, frames, "video")
     return Outcome(str(item.path), item.label, item.group, condition,
                    NO_FACE if score is None else SCORED, None if score is None else round(score, 4),

@@ -80,6 +80,21 @@ class Thresholds(BaseModel):
         return v
 
 
+class VideoSpec(BaseModel):
+    """How a video's sampled frames make one score (detector/aggregate.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    aggregate: Literal["top_k", "track"] = "top_k"
+    """top_k: the mean of the k highest frame scores; track: each person's mean logit across the
+    frames, then the video calibration below."""
+    offset: float = 0.0
+    temperature: float = Field(default=1.0, gt=0)
+    """track only: score = sigmoid((mean logit - offset) / temperature), fitted on real videos so
+    that the photo thresholds mean for a video what they mean for a photo."""
+    fitted_on: str = ""
+    """Which real videos the calibration was fitted on."""
+
+
 class DataSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
     folder: str
@@ -114,6 +129,7 @@ class Manifest(BaseModel):
     thresholds: Thresholds
     training: dict = Field(default_factory=dict)
     metrics: dict = Field(default_factory=dict)
+    video: VideoSpec = VideoSpec()
     data_licence: DataLicence | None = None
     """None for a model.json from before the field: its licence is unknown (say so, never assume)."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from detector import limits, media, occlusion, perceptual
-from detector.aggregate import item_score, label_for, occlusion_reasons, with_occlusion
+from detector.aggregate import item_score, label_for, occlusion_reasons, video_score, with_occlusion
 from detector.classifier import Classifier
 from detector.crops import crop_face
 from detector.faces import FaceDetector, retinaface_onnx_bytes
@@ -213,7 +213,8 @@ class Detector:
                 for face in frames[i].faces:
                     face.fake_score = round(next(it), 4)
         timings["classify"] = (time.perf_counter() - t) * 1000
-        base = item_score(frames, self.top_k)
+        kind = info.kind if info else "image"
+        base = video_score(frames, self.top_k, self.manifest.video) if kind == "video" else item_score(frames, self.top_k)
         occ = None
         if tracks is not None and base is not None:
             t = time.perf_counter()

@@ -13,7 +13,7 @@ from onnxgen import tiny_model
 from PIL import Image
 
 from detector import Label, media
-from detector.aggregate import item_score, label_for
+from detector.aggregate import face_tracks, item_score, label_for, track_score, video_score
 from detector.crops import crop_face, crop_transform
 from detector.manifest import ManifestError, load_manifest
 from detector.pipeline import Detector
@@ -199,6 +199,52 @@ def test_item_score_is_mean_of_top_k_frame_maxima():
     assert item_score(frames, 2) == pytest.approx((0.9 + 0.5) / 2)
     assert item_score(frames, 10) == pytest.approx((0.9 + 0.5 + 0.3 + 0.2) / 4)
     assert item_score([_frame(0), _frame(1)], 4) is None
+
+
+def _face_at(x, score):
+    return FaceEvidence(box=[x, 100, x + 80, 180], landmarks=[], detection_score=0.99, fake_score=score)
+
+
+def test_tracks_follow_each_person_across_frames():
+    # two people side by side; the right one moves a little each frame; frame 2 lost the left one
+    frames = [FrameEvidence(index=i, timestamp=i, faces=faces) for i, faces in enumerate([
+        [_face_at(0, 0.2), _face_at(300, 0.9)],
+        [_face_at(305, 0.8), _face_at(4, 0.3)],
+        [_face_at(311, 0.7)],
+        [_face_at(2, 0.1), _face_at(316, 0.95)],
+    ])]
+    tracks = sorted(face_tracks(frames), key=len)
+    assert tracks == [[0.2, 0.3, 0.1], [0.9, 0.8, 0.7, 0.95]]
+
+
+def test_track_score_outvotes_a_real_face_s_odd_frame_where_top_k_does_not():
+    # a real talking head: one blurred frame scores high; a swap: high in every frame
+    real = [FrameEvidence(index=i, timestamp=i, faces=[_face_at(i, s)])
+            for i, s in enumerate([0.2, 0.25, 0.97, 0.3, 0.2, 0.9, 0.25, 0.3])]
+    swap = [FrameEvidence(index=i, timestamp=i, faces=[_face_at(i, s)])
+            for i, s in enumerate([0.7, 0.75, 0.8, 0.7, 0.72, 0.78, 0.74, 0.76])]
+    assert item_score(real, 2) > item_score(swap, 2)      # top-k: the real one looks worse
+    assert track_score(real) < 0.5 < track_score(swap)    # tracks: the swap does
+    # the video calibration shifts the mean logit: offset log(3) takes a 0.75 mean to 0.5
+    steady = [FrameEvidence(index=i, timestamp=i, faces=[_face_at(0, 0.75)]) for i in range(4)]
+    assert track_score(steady, offset=math.log(3)) == pytest.approx(0.5)
+    assert track_score([FrameEvidence(index=0, timestamp=0)]) is None
+
+
+def test_a_passer_by_does_not_decide_the_video():
+    frames = [FrameEvidence(index=i, timestamp=i, faces=[_face_at(0, 0.1)]) for i in range(8)]
+    frames[3].faces.append(_face_at(400, 0.99))  # a face seen once (a false detection, a passer-by)
+    assert track_score(frames) < 0.2
+    assert item_score(frames, 2) > 0.5
+
+
+def test_video_score_follows_the_model_s_video_block():
+    from detector.manifest import VideoSpec
+
+    frames = [FrameEvidence(index=i, timestamp=i, faces=[_face_at(0, s)]) for i, s in enumerate([0.9, 0.1, 0.1])]
+    assert video_score(frames, 1, None) == pytest.approx(0.9)
+    assert video_score(frames, 1, VideoSpec()) == pytest.approx(0.9)
+    assert video_score(frames, 1, VideoSpec(aggregate="track")) == pytest.approx(track_score(frames))
 
 
 def test_labels_and_reasons():

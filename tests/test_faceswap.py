@@ -10,6 +10,7 @@ from training.faceswap import (
     blend_mask,
     color_transfer,
     lab_to_rgb,
+    rerender_face,
     rgb_to_lab,
     similarity_transform,
     swap_face,
@@ -167,3 +168,25 @@ def test_poisson_swap_has_no_colour_seam_and_keeps_the_background(pair):
     middle = out[300, 270:330]
     assert middle.std(0).max() > 10, "the source's texture is kept inside"
     assert np.abs(middle.mean(0) - (200, 160, 140)).max() < 40, "and takes the target's colour"
+
+
+def _sharpness(img: np.ndarray) -> float:
+    g = img.astype(np.float64).mean(axis=2)
+    return float(np.abs(np.diff(g, axis=1)).mean() + np.abs(np.diff(g, axis=0)).mean())
+
+
+def test_rerendered_face_is_softer_than_the_picture_and_only_the_face_changes(pair):
+    _, plain = pair
+    grain = np.random.default_rng(5).normal(0, 20, plain.shape)  # pore-level detail a lower resolution loses
+    target = np.clip(plain + grain, 0, 255).astype(np.uint8)
+    # the same person re-rendered (reenactment): only resolution, smoothing and colour drift change
+    out = rerender_face(target, TARGET_LM, target, TARGET_LM, factor=3.0, drift=(4.0, 2.0, -2.0))
+    assert out.shape == target.shape and out.dtype == np.uint8
+    assert np.array_equal(out, rerender_face(target, TARGET_LM, target, TARGET_LM, factor=3.0,
+                                             drift=(4.0, 2.0, -2.0)))
+    inner = (slice(270, 330), slice(270, 330))
+    assert _sharpness(out[inner]) < 0.8 * _sharpness(target[inner])   # lower resolution inside
+    assert out[inner].astype(float).mean() > target[inner].astype(float).mean()  # L drift +4
+    changed = np.any(out != target, axis=2)
+    assert changed[inner].all()
+    assert not changed[:150].any() and not changed[:, :150].any() and not changed[-100:].any()  # background

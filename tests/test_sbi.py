@@ -243,3 +243,23 @@ def test_occluder_covers_part_of_the_face_edge_and_nothing_else_changes(kind):
         again = sbi.draw_occluder(img.shape[:2], lms, texture, np.random.default_rng(seed), kind=kind)
         assert np.array_equal(again[0], alpha) and np.array_equal(again[1], fill)  # seeded
     assert hits >= 4
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lowres_fake_is_softer_inside_the_mask_and_leaves_the_rest(seed):
+    img, box, lms = _face(seed=seed)
+    texture = np.random.default_rng(seed).integers(0, 255, img.shape, dtype=np.uint8)
+    img = np.where(sbi.blend_mask(img.shape[:2], box, lms, np.random.default_rng(99))[..., None] > 0,
+                   (img * 0.5 + texture * 0.5).astype(np.uint8), img)  # detail the re-render can lose
+    soft, m2 = sbi.self_blend(img, box, lms, np.random.default_rng(seed), ratio=1.0, lowres=True)
+    assert not np.any(soft != img, axis=2)[m2 <= 0].any()
+    inside = m2 > 0.99
+    def detail(a):
+        return float(np.abs(np.diff(a.astype(np.float64).mean(axis=2), axis=1))[inside[:, 1:]].mean())
+    assert detail(soft) < detail(img)
+
+
+def test_rerender_keeps_a_small_face_at_its_resolution():
+    img, _, _ = _face(size=64)
+    out = sbi.rerender(img, 30.0, np.random.default_rng(0))  # a 30 px face cannot go below 40 px
+    assert np.array_equal(out, img)

@@ -97,14 +97,14 @@ def inner_face_ellipse(landmarks, n: int = 64) -> np.ndarray:
     return np.stack([centre[0] + ca * x - sa * y, centre[1] + sa * x + ca * y], axis=1)
 
 
-def blend_mask(size: tuple[int, int], landmarks) -> np.ndarray:
+def blend_mask(size: tuple[int, int], landmarks, feather: float = FEATHER) -> np.ndarray:
     """Feathered inner-face mask, float32 (H, W) in [0, 1]: 1 inside, 0 well outside.
 
     The ellipse is shrunk by the feather width before blurring so that the blur stays inside
     the ellipse drawn from the landmarks (nothing beyond it is touched).
     """
     f = FaceFrame.from_landmarks(landmarks)
-    radius = max(1.0, FEATHER * f.eye_mouth)
+    radius = max(1.0, feather * f.eye_mouth)
     pts = inner_face_ellipse(landmarks)
     centre = pts.mean(0)
     span = np.linalg.norm(pts - centre, axis=1).min()
@@ -191,6 +191,58 @@ def swap_face(source: np.ndarray, source_landmarks, target: np.ndarray, target_l
     a = mask[..., None].astype(np.float64)
     blended = np.clip(np.rint(region * (1 - a) + recoloured * a), 0, 255).astype(np.uint8)
     # Pixels with a zero mask keep the target's exact bytes (no colour round-trip).
+    blended[mask == 0] = region[mask == 0]
+    out = target.copy()
+    out[y0:y1, x0:x1] = blended
+    return out
+
+
+# --- the re-rendered face (what reenactment and live face-swap tools paste) -------------------
+
+RERENDER_FEATHER = 0.22
+"""The soft paste of a re-rendered face: twice swap_face's feather."""
+
+
+def rerender_face(source: np.ndarray, source_landmarks, target: np.ndarray, target_landmarks,
+                  factor: float, drift: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                  smooth: float = 0.7) -> np.ndarray:
+    """The target with a face re-rendered at 1/`factor` of the picture's resolution pasted in.
+
+    A reenactment or live face-swap tool draws its face at a fixed size (256-512 px) and pastes
+    it into a frame that is often larger: the face is sharp-edged nowhere, lower in resolution
+    than its surroundings, smoothed by the generator, softly pasted, and a little off in
+    colour. Here: the source face aligned onto the target (the target itself for a re-rendered
+    same person), shrunk by `factor`, blurred by `smooth` px at that size, scaled back up,
+    colour-matched in CIELAB and then shifted by `drift` (L, a, b), blended through a wide
+    feathered ellipse. Deterministic; pixels outside the mask keep the target's bytes.
+    """
+    target = np.asarray(target, dtype=np.uint8)
+    h, w = target.shape[:2]
+    f = FaceFrame.from_landmarks(target_landmarks)
+    pts = inner_face_ellipse(target_landmarks)
+    pad = 3 * max(1.0, RERENDER_FEATHER * f.eye_mouth) + 2
+    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(0))
+    x1, y1 = min(w, int(np.ceil(pts[:, 0].max() + pad))), min(h, int(np.ceil(pts[:, 1].max() + pad)))
+    if x1 <= x0 or y1 <= y0:
+        return target.copy()
+    offset = np.array([x0, y0], dtype=np.float64)
+    region = target[y0:y1, x0:x1]
+    m = similarity_transform(source_landmarks, np.asarray(target_landmarks, dtype=np.float64) - offset)
+    warped, valid = warp(source, m, (x1 - x0, y1 - y0))
+    rw, rh = x1 - x0, y1 - y0
+    small = Image.fromarray(np.clip(np.rint(warped), 0, 255).astype(np.uint8)).resize(
+        (max(8, round(rw / factor)), max(8, round(rh / factor))), Image.BILINEAR, reducing_gap=2.0)
+    if smooth > 0:
+        small = small.filter(ImageFilter.GaussianBlur(smooth))
+    rendered = np.asarray(small.resize((rw, rh), Image.BICUBIC), dtype=np.float64)
+    mask = blend_mask((rw, rh), np.asarray(target_landmarks, dtype=np.float64) - offset,
+                      feather=RERENDER_FEATHER) * (valid > 0.999)
+    core = (mask > 0.95).astype(np.float32)
+    if core.sum() < 16:
+        core = mask
+    lab = rgb_to_lab(color_transfer(rendered, region.astype(np.float32), core)) + np.asarray(drift)
+    a = mask[..., None].astype(np.float64)
+    blended = np.clip(np.rint(region * (1 - a) + lab_to_rgb(lab) * a), 0, 255).astype(np.uint8)
     blended[mask == 0] = region[mask == 0]
     out = target.copy()
     out[y0:y1, x0:x1] = blended

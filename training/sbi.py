@@ -222,6 +222,23 @@ def _shift_scale(img: Image.Image, box, rng: np.random.Generator) -> Image.Image
     return img.transform(img.size, Image.AFFINE, (a, 0, c, 0, e, f), resample=Image.BILINEAR)
 
 
+def rerender(image: np.ndarray, face_size: float, rng: np.random.Generator) -> np.ndarray:
+    """The face as a generator would hand it back: rendered at a lower resolution than the
+    picture (a reenactment or live face-swap tool draws a 256-512 px face and pastes it into a
+    larger frame), a little smoothed at that resolution, then scaled back up. The face keeps at
+    least 40 px across at the low resolution."""
+    h, w = image.shape[:2]
+    factor = float(rng.uniform(1.6, 4.0))
+    factor = max(1.0, min(factor, face_size / 40.0))
+    if factor <= 1.05:
+        return image
+    small = Image.fromarray(image).resize((max(8, round(w / factor)), max(8, round(h / factor))),
+                                         Image.BILINEAR, reducing_gap=2.0)
+    if rng.random() < 0.6:
+        small = small.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    return np.asarray(small.resize((w, h), Image.BICUBIC))
+
+
 def source_target(image: np.ndarray, box, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(source, target): one of the two is a colour/sharpness/geometry-altered copy."""
     pil = Image.fromarray(image)
@@ -238,8 +255,9 @@ def source_target(image: np.ndarray, box, rng: np.random.Generator) -> tuple[np.
 
 
 def self_blend(image: np.ndarray, box, landmarks, rng: np.random.Generator,
-               ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+               ratio: float | None = None, lowres: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One Self-Blended Image: (fake uint8 like image, effective mask float32 (H, W) in [0,1]).
+    With `lowres` the blended-in source is re-rendered at a lower resolution first (`rerender`).
 
     fake = target * (1 - r*mask) + source * r*mask. Where the returned mask is 0 the pixel is
     exactly the input pixel; a pixel can change only where the mask is > 0.
@@ -258,6 +276,8 @@ def self_blend(image: np.ndarray, box, landmarks, rng: np.random.Generator,
     region = np.ascontiguousarray(image[y0:y1, x0:x1])
     rbox = np.asarray(box, dtype=np.float64) - np.array([x0, y0, x0, y0])
     source, target = source_target(region, rbox, rng)
+    if lowres:
+        source = rerender(source, max(rbox[2] - rbox[0], rbox[3] - rbox[1]), rng)
     m = (mask[y0:y1, x0:x1] * r)[..., None]
     blended = target.astype(np.float32) * (1 - m) + source.astype(np.float32) * m
     blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
@@ -298,12 +318,13 @@ def _match_colour(source: np.ndarray, target: np.ndarray, weight: np.ndarray, rn
 
 
 def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_landmarks,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                rng: np.random.Generator, lowres: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A cross-identity blended image (Face X-ray, Li et al. CVPR 2020): another person's face,
     aligned onto this one by a similarity transform fitted to the 5 landmarks (with a little
     misalignment), altered like an SBI source, colour-matched in part or not at all, and blended
     inside the same random SBI mask. Returns (fake uint8 like image, effective mask).
 
+    With `lowres` the donor face is re-rendered at a lower resolution first (`rerender`).
     Only pixels where the mask is > 0 change. The donor must be a different person; that is
     the caller's business (training/views.py's Donors picks one of similar pose from another identity).
     """
@@ -331,7 +352,10 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
     if rng.random() < 0.3:
         pil = _color_jitter(pil, rng)
     pil = _sharpness(pil, rng)
-    src = np.asarray(pil, dtype=np.float32)
+    src = np.asarray(pil)
+    if lowres:
+        src = rerender(src, size, rng)
+    src = src.astype(np.float32)
     mk = mask[y0:y1, x0:x1]
     if rng.random() < 0.75:
         src = _match_colour(src, region.astype(np.float32), (mk > 0.9).astype(np.float32) + 1e-6, rng)

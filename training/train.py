@@ -110,11 +110,12 @@ class SBIPairs(Dataset):
 
     def __init__(self, records, size, margin, align, seed, epoch, p_bi: float = 0.0,
                  p_video: float = 0.0, donors: Donors | None = None, xray_grid: int = 0,
-                 p_occlude: float = 0.0):
+                 p_occlude: float = 0.0, p_lowres: float = 0.0):
         self.records, self.size, self.margin, self.align = records, size, margin, align
         self.seed, self.epoch, self.cycle = seed, epoch, 0
         self.p_bi, self.p_video, self.xray_grid, self.p_occlude = p_bi, p_video, xray_grid, p_occlude
         self.donors = donors if donors is not None or p_bi <= 0 else Donors(records)
+        self.p_lowres = p_lowres
 
     def __len__(self) -> int:
         return len(self.records)
@@ -130,8 +131,9 @@ class SBIPairs(Dataset):
             occ = sbi.draw_occluder(img.shape[:2], lms, texture, rng)
         real = make_view(rec, rng, False, self.size, self.margin, self.align, True, p_video=self.p_video,
                          xray_grid=self.xray_grid, occluder=occ)
+        lowres = self.p_lowres > 0 and rng.random() < self.p_lowres
         fake = make_view(rec, rng, True, self.size, self.margin, self.align, True, donor=donor,
-                         p_video=self.p_video, xray_grid=self.xray_grid, occluder=occ)
+                         p_video=self.p_video, xray_grid=self.xray_grid, occluder=occ, lowres=lowres)
         if self.xray_grid:
             return np.stack([real[0], fake[0]]), np.stack([real[1], fake[1]])
         return np.stack([real, fake])
@@ -216,6 +218,10 @@ def _recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p-occlude", type=float, default=0.0,
                    help="probability that a pair gets one occluder (scarf or hat edge, hand, bar; sbi.OCCLUDERS), "
                         "the same on the real and the fake view")
+    p.add_argument("--p-lowres", type=float, default=0.0,
+                   help="probability that a fake's blended-in face is first re-rendered at a lower resolution "
+                        "than the picture and smoothed (sbi.rerender: what reenactment and live face-swap tools "
+                        "paste); the real view is never touched")
     p.add_argument("--xray", type=float, default=0.0,
                    help="weight of an auxiliary Face X-ray loss (blending-boundary map predicted from the "
                         "stride-16 features; training only, not exported); 0: off")
@@ -433,7 +439,8 @@ def train_epoch(args, cfg: dict, st: TrainState, train, epoch: int, t0: float, d
     from tqdm import tqdm
 
     ds = SBIPairs(train, args.size, args.margin, args.align, args.seed, epoch, p_bi=args.p_bi,
-                  p_video=args.p_video, donors=st.donors, xray_grid=st.grid, p_occlude=args.p_occlude)
+                  p_video=args.p_video, donors=st.donors, xray_grid=st.grid, p_occlude=args.p_occlude,
+                  p_lowres=args.p_lowres)
     g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
     dl = DataLoader(ds, batch_size=args.batch // 2, shuffle=True, generator=g, drop_last=True,
                     collate_fn=collate, num_workers=args.workers,

