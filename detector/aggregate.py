@@ -64,18 +64,25 @@ def _sigmoid(z: float) -> float:
     return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
 
 
-def track_score(frames: list[FrameEvidence], offset: float = 0.0, temperature: float = 1.0) -> float | None:
+def track_score(frames: list[FrameEvidence], offset: float = 0.0, temperature: float = 1.0,
+                top_k: int | None = None) -> float | None:
     """A video's score from its face tracks: for each person, the mean logit of their face over
-    the sampled frames (a swap is there in every frame; a real face's odd high frame, blurred
-    by motion or a codec, is outvoted), the highest person; then the model's video calibration,
-    sigmoid((z - offset) / temperature), fitted on real videos (model.json `video`). None when
-    no face was scored."""
+    the sampled frames (with `top_k`, over their k highest frames only), the highest person,
+    then the model's video calibration sigmoid((z - offset) / temperature), fitted on real
+    videos (model.json `video`). People are kept apart (two people's best frames never add up),
+    and a face seen in few frames (a passer-by, a false detection) does not decide while a
+    longer track exists. None when no face was scored."""
     tracks = face_tracks(frames)
     if not tracks:
         return None
     longest = max(len(t) for t in tracks)
     kept = [t for t in tracks if len(t) >= TRACK_MIN_SHARE * longest] or tracks
-    z = max(sum(_logit(s) for s in t) / len(t) for t in kept)
+    z = -math.inf
+    for t in kept:
+        logits = sorted((_logit(s) for s in t), reverse=True)
+        if top_k is not None:
+            logits = logits[:max(1, top_k)]
+        z = max(z, sum(logits) / len(logits))
     return _sigmoid((z - offset) / temperature)
 
 
@@ -83,7 +90,8 @@ def video_score(frames: list[FrameEvidence], top_k: int, video) -> float | None:
     """A video's item score as its model says (`video` is model.json's VideoSpec, or None: top-k)."""
     if video is None or video.aggregate == "top_k":
         return item_score(frames, top_k)
-    return track_score(frames, video.offset, video.temperature)
+    return track_score(frames, video.offset, video.temperature,
+                       top_k if video.aggregate == "track_top_k" else None)
 
 
 def label_for(score: float | None, threshold: float, frames: list[FrameEvidence],

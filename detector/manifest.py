@@ -84,12 +84,14 @@ class VideoSpec(BaseModel):
     """How a video's sampled frames make one score (detector/aggregate.py)."""
 
     model_config = ConfigDict(extra="forbid")
-    aggregate: Literal["top_k", "track"] = "top_k"
-    """top_k: the mean of the k highest frame scores; track: each person's mean logit across the
-    frames, then the video calibration below."""
+    aggregate: Literal["top_k", "track_top_k", "track_mean"] = "top_k"
+    """top_k: the mean of the k highest frame scores, whoever's face they are (no calibration);
+    track_top_k: per person (face track), the mean logit of their k highest frames; track_mean:
+    per person, the mean logit over all their frames; both then take the highest person and the
+    video calibration below."""
     offset: float = 0.0
     temperature: float = Field(default=1.0, gt=0)
-    """track only: score = sigmoid((mean logit - offset) / temperature), fitted on real videos so
+    """track_* only: score = sigmoid((mean logit - offset) / temperature), fitted on real videos so
     that the photo thresholds mean for a video what they mean for a photo."""
     fitted_on: str = ""
     """Which real videos the calibration was fitted on."""

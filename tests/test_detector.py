@@ -13,7 +13,7 @@ from onnxgen import tiny_model
 from PIL import Image
 
 from detector import Label, media
-from detector.aggregate import face_tracks, item_score, label_for, track_score, video_score
+from detector.aggregate import _logit, face_tracks, item_score, label_for, track_score, video_score
 from detector.crops import crop_face, crop_transform
 from detector.manifest import ManifestError, load_manifest
 from detector.pipeline import Detector
@@ -224,7 +224,8 @@ def test_track_score_outvotes_a_real_face_s_odd_frame_where_top_k_does_not():
     swap = [FrameEvidence(index=i, timestamp=i, faces=[_face_at(i, s)])
             for i, s in enumerate([0.7, 0.75, 0.8, 0.7, 0.72, 0.78, 0.74, 0.76])]
     assert item_score(real, 2) > item_score(swap, 2)      # top-k: the real one looks worse
-    assert track_score(real) < 0.5 < track_score(swap)    # tracks: the swap does
+    assert track_score(real) < 0.5 < track_score(swap)    # a track's mean: the swap does
+    assert track_score(real, top_k=2) == pytest.approx(item_score(real, 2), abs=0.02)  # one person: as top-k
     # the video calibration shifts the mean logit: offset log(3) takes a 0.75 mean to 0.5
     steady = [FrameEvidence(index=i, timestamp=i, faces=[_face_at(0, 0.75)]) for i in range(4)]
     assert track_score(steady, offset=math.log(3)) == pytest.approx(0.5)
@@ -244,7 +245,10 @@ def test_video_score_follows_the_model_s_video_block():
     frames = [FrameEvidence(index=i, timestamp=i, faces=[_face_at(0, s)]) for i, s in enumerate([0.9, 0.1, 0.1])]
     assert video_score(frames, 1, None) == pytest.approx(0.9)
     assert video_score(frames, 1, VideoSpec()) == pytest.approx(0.9)
-    assert video_score(frames, 1, VideoSpec(aggregate="track")) == pytest.approx(track_score(frames))
+    assert video_score(frames, 1, VideoSpec(aggregate="track_mean")) == pytest.approx(track_score(frames))
+    assert video_score(frames, 1, VideoSpec(aggregate="track_top_k")) == pytest.approx(0.9)
+    # the calibration: the real-video offset lowers the video's score, never its rank
+    assert video_score(frames, 1, VideoSpec(aggregate="track_top_k", offset=_logit(0.9))) == pytest.approx(0.5)
 
 
 def test_labels_and_reasons():
