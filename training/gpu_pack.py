@@ -3,7 +3,7 @@ small evaluation set, for a machine that has torch and timm but not this corpus,
 none of onnxruntime, PyAV or OpenCV.
 
     python -m training.gpu_pack --run training/runs/verity-sbi-research --out training/gpu_pack.npz \
-        --max-mib 34
+        --max-mib 26 --eval-mib 3
 
 What goes in (numpy arrays only; the reader `load_pack` needs numpy and Pillow, no torch):
 
@@ -570,7 +570,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="training/runs/NAME: its config.json says the faces and splits")
     p.add_argument("--out", default="training/gpu_pack.npz")
-    p.add_argument("--max-mib", type=float, default=34.0, help="size limit of the file (MiB)")
+    p.add_argument("--max-mib", type=float, default=26.0,
+                   help="size limit of the file (MiB): the device takes 64 MiB with the ~37.5 MiB of tracked files")
     p.add_argument("--side", type=int, default=None, help="packed side of the cached square (default: the "
                    f"best that fits, of {sorted({s for s, _ in LADDER}, reverse=True)})")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality of the faces (default: as --side)")
@@ -584,7 +585,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-dir", default="/tmp/verity-shift", help="a training.shift_eval folder (none: no eval set)")
     p.add_argument("--eval-source", action="append", default=None,
                    help=f"source of the eval set (repeatable; default {', '.join(EVAL_SOURCES)})")
-    p.add_argument("--eval-mib", type=float, default=6.0, help="room for the evaluation set (MiB)")
+    p.add_argument("--eval-mib", type=float, default=3.0, help="room for the evaluation set (MiB)")
     p.add_argument("--eval-crop-px", type=int, default=288,
                    help="an eval face whose classifier crop is wider than this is stored shrunk to it")
     p.add_argument("--eval-quality", type=int, default=95)

@@ -3,7 +3,7 @@
 # (training/README.md, "On a GPU").
 #
 #   here, once:   .venv-train/bin/python -m training.gpu_pack --run training/runs/verity-sbi-research \
-#                     --out training/gpu_pack.npz --max-mib 34
+#                     --out training/gpu_pack.npz --max-mib 26 --eval-mib 3
 #   on the GPU:   the device tool's run, from the repository root there:
 #                     command: bash training/run_gpu.sh train      carry: ["training/gpu_pack.npz"]
 #                     timeout_s: 600
