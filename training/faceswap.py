@@ -162,6 +162,24 @@ def color_transfer(source: np.ndarray, target: np.ndarray, weight: np.ndarray) -
 
 # --- the swap --------------------------------------------------------------------------------
 
+def _aligned_region(source: np.ndarray, source_landmarks, target: np.ndarray, target_landmarks,
+                    feather: float):
+    """The part of the target a feathered inner-face mask can reach (the ellipse plus the blur),
+    and the source face aligned onto it: ((x0, y0, x1, y1), the target's landmarks in the region,
+    the warped source, its valid-pixel map), or None when the region is empty."""
+    h, w = target.shape[:2]
+    f = FaceFrame.from_landmarks(target_landmarks)
+    pts = inner_face_ellipse(target_landmarks)
+    pad = 3 * max(1.0, feather * f.eye_mouth) + 2
+    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(0))
+    x1, y1 = min(w, int(np.ceil(pts[:, 0].max() + pad))), min(h, int(np.ceil(pts[:, 1].max() + pad)))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    local = np.asarray(target_landmarks, dtype=np.float64) - np.array([x0, y0], dtype=np.float64)
+    warped, valid = warp(source, similarity_transform(source_landmarks, local), (x1 - x0, y1 - y0))
+    return (x0, y0, x1, y1), local, warped, valid
+
+
 def swap_face(source: np.ndarray, source_landmarks, target: np.ndarray, target_landmarks) -> np.ndarray:
     """The target image with the source's inner face put in place of its own (uint8 RGB).
 
@@ -169,20 +187,12 @@ def swap_face(source: np.ndarray, source_landmarks, target: np.ndarray, target_l
     right mouth corner, left mouth corner) in their own images' pixels.
     """
     target = np.asarray(target, dtype=np.uint8)
-    h, w = target.shape[:2]
-    # Work in the region the mask can reach (the ellipse plus the blur), not the whole frame.
-    f = FaceFrame.from_landmarks(target_landmarks)
-    pts = inner_face_ellipse(target_landmarks)
-    pad = 3 * max(1.0, FEATHER * f.eye_mouth) + 2
-    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(0))
-    x1, y1 = min(w, int(np.ceil(pts[:, 0].max() + pad))), min(h, int(np.ceil(pts[:, 1].max() + pad)))
-    if x1 <= x0 or y1 <= y0:
+    aligned = _aligned_region(source, source_landmarks, target, target_landmarks, FEATHER)
+    if aligned is None:
         return target.copy()
-    offset = np.array([x0, y0], dtype=np.float64)
+    (x0, y0, x1, y1), local, warped, valid = aligned
     region = target[y0:y1, x0:x1]
-    m = similarity_transform(source_landmarks, np.asarray(target_landmarks, dtype=np.float64) - offset)
-    warped, valid = warp(source, m, (x1 - x0, y1 - y0))
-    mask = blend_mask((x1 - x0, y1 - y0), np.asarray(target_landmarks, dtype=np.float64) - offset) * valid
+    mask = blend_mask((x1 - x0, y1 - y0), local) * valid
     # Colour statistics from the solid inner part only, where both faces are skin.
     core = (mask > 0.95).astype(np.float32)
     if core.sum() < 16:
@@ -217,26 +227,18 @@ def rerender_face(source: np.ndarray, source_landmarks, target: np.ndarray, targ
     feathered ellipse. Deterministic; pixels outside the mask keep the target's bytes.
     """
     target = np.asarray(target, dtype=np.uint8)
-    h, w = target.shape[:2]
-    f = FaceFrame.from_landmarks(target_landmarks)
-    pts = inner_face_ellipse(target_landmarks)
-    pad = 3 * max(1.0, RERENDER_FEATHER * f.eye_mouth) + 2
-    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(0))
-    x1, y1 = min(w, int(np.ceil(pts[:, 0].max() + pad))), min(h, int(np.ceil(pts[:, 1].max() + pad)))
-    if x1 <= x0 or y1 <= y0:
+    aligned = _aligned_region(source, source_landmarks, target, target_landmarks, RERENDER_FEATHER)
+    if aligned is None:
         return target.copy()
-    offset = np.array([x0, y0], dtype=np.float64)
+    (x0, y0, x1, y1), local, warped, valid = aligned
     region = target[y0:y1, x0:x1]
-    m = similarity_transform(source_landmarks, np.asarray(target_landmarks, dtype=np.float64) - offset)
-    warped, valid = warp(source, m, (x1 - x0, y1 - y0))
     rw, rh = x1 - x0, y1 - y0
     small = Image.fromarray(np.clip(np.rint(warped), 0, 255).astype(np.uint8)).resize(
         (max(8, round(rw / factor)), max(8, round(rh / factor))), Image.BILINEAR, reducing_gap=2.0)
     if smooth > 0:
         small = small.filter(ImageFilter.GaussianBlur(smooth))
     rendered = np.asarray(small.resize((rw, rh), Image.BICUBIC), dtype=np.float64)
-    mask = blend_mask((rw, rh), np.asarray(target_landmarks, dtype=np.float64) - offset,
-                      feather=RERENDER_FEATHER) * (valid > 0.999)
+    mask = blend_mask((rw, rh), local, feather=RERENDER_FEATHER) * (valid > 0.999)
     core = (mask > 0.95).astype(np.float32)
     if core.sum() < 16:
         core = mask

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from training import gpu_pack as P
 from training.nets import BACKBONES, MEAN, STD, build_model, freeze_bn
+from training.shift_eval import ci_text, people_bootstrap
 from training.train import EMA, SBIPairs, Schedule, pick_device
 from training.validation import VAL_CONDITIONS
 from training.views import Donors, make_view
@@ -221,27 +222,6 @@ def picture_scores(pictures: list[dict], faces: list, face_logits: np.ndarray) -
     return out
 
 
-def bootstrap(y, scores: list[np.ndarray], unit, resamples: int, seed: int = 0) -> np.ndarray:
-    """(resamples, models) AUCs over people drawn with replacement (the same draws for every model)."""
-    units = np.unique(unit)
-    members = [np.flatnonzero(unit == u) for u in units]
-    rng = np.random.default_rng(seed)
-    out = np.full((resamples, len(scores)), np.nan)
-    for b in range(resamples):
-        idx = np.concatenate([members[k] for k in rng.integers(0, len(units), len(units))])
-        if 0 < y[idx].sum() < len(idx):
-            out[b] = [roc_auc(y[idx], s[idx]) for s in scores]
-    return out
-
-
-def _ci(a: np.ndarray) -> str:
-    a = a[np.isfinite(a)]
-    if not len(a):
-        return ""
-    lo, hi = np.percentile(a, [2.5, 97.5])
-    return f" [{lo:.3f}, {hi:.3f}]"
-
-
 def device_report(pictures: list[dict], scores: dict[str, np.ndarray], resamples: int) -> tuple[str, list[dict]]:
     """Markdown table: per source and condition (and all sources, and per family), each model's
     ROC-AUC of the pictures with a face, 95% interval over people, and the difference of the last
@@ -262,13 +242,13 @@ def device_report(pictures: list[dict], scores: dict[str, np.ndarray], resamples
             continue
         s = [scores[n][sel] for n in names]
         unit = np.array([pictures[i]["unit"] for i in sel])
-        b = bootstrap(y, s, unit, resamples)
+        b = people_bootstrap(y, s, unit, resamples)
         aucs = [roc_auc(y, v) for v in s]
         row = {"source": src, "fakes": fam, "condition": cond, "real": int((y == 0).sum()), "fake": int(y.sum()),
                "auc": dict(zip(names, aucs))}
-        out = [src, fam, cond, str(row["real"]), str(row["fake"])] + [f"{a:.3f}{_ci(b[:, i])}" for i, a in enumerate(aucs)]
+        out = [src, fam, cond, str(row["real"]), str(row["fake"])] + [f"{a:.3f}{ci_text(b[:, i])}" for i, a in enumerate(aucs)]
         if len(names) > 1:
-            out.append(f"{aucs[-1] - aucs[0]:+.3f}{_ci(b[:, -1] - b[:, 0])}")
+            out.append(f"{aucs[-1] - aucs[0]:+.3f}{ci_text(b[:, -1] - b[:, 0])}")
             row["difference"] = aucs[-1] - aucs[0]
         rows.append(row)
         lines.append("| " + " | ".join(out) + " |")

@@ -298,20 +298,27 @@ class Table:
         return [_auc(self.y, s) for s in self.s]
 
     def boot(self, resamples: int, seed: int = 0) -> np.ndarray:
-        """(resamples, models) AUCs over people drawn with replacement (the same draws for every model)."""
-        rng = np.random.default_rng(seed)
-        members = [np.flatnonzero(self.unit == u) for u in range(self.n_units)]
-        out = np.full((resamples, len(self.s)), np.nan)
-        for b in range(resamples):
-            pick = rng.integers(0, self.n_units, self.n_units)
-            idx = np.concatenate([members[u] for u in pick])
-            y = self.y[idx]
-            if 0 < y.sum() < len(y):
-                out[b] = [ev.roc_auc(y, s[idx]) for s in self.s]
-        return out
+        return people_bootstrap(self.y, self.s, self.unit, resamples, seed)
 
 
-def _ci(a: np.ndarray) -> str:
+def people_bootstrap(y: np.ndarray, scores: list[np.ndarray], unit: np.ndarray, resamples: int,
+                     seed: int = 0) -> np.ndarray:
+    """(resamples, models) ROC-AUCs over people drawn with replacement, the same draws for every
+    model (`unit`: each item's person; a person's real photo and its fakes go together). A draw
+    with one class only is nan."""
+    units = np.unique(unit)
+    members = [np.flatnonzero(unit == u) for u in units]
+    rng = np.random.default_rng(seed)
+    out = np.full((resamples, len(scores)), np.nan)
+    for b in range(resamples):
+        idx = np.concatenate([members[k] for k in rng.integers(0, len(units), len(units))])
+        if 0 < y[idx].sum() < len(idx):
+            out[b] = [ev.roc_auc(y[idx], s[idx]) for s in scores]
+    return out
+
+
+def ci_text(a: np.ndarray) -> str:
+    """" [low, high]" of the finite values' 95% percentile interval ("" when there are none)."""
     a = a[np.isfinite(a)]
     if not len(a):
         return ""
@@ -337,10 +344,10 @@ def report(out: Path, runs: list[dict], conditions: list[str], resamples: int) -
         if t.n_units < 2 or not 0 < t.y.sum() < len(t.y):
             return ["–"] * (len(runs) + (1 if diff else 0))
         b = t.boot(resamples)
-        cells = [f"{a:.3f}{_ci(b[:, i])}" for i, a in enumerate(t.aucs())]
+        cells = [f"{a:.3f}{ci_text(b[:, i])}" for i, a in enumerate(t.aucs())]
         if diff:
             d = t.aucs()[-1] - t.aucs()[0]
-            cells.append(f"{d:+.3f}{_ci(b[:, -1] - b[:, 0])}")
+            cells.append(f"{d:+.3f}{ci_text(b[:, -1] - b[:, 0])}")
         return cells
 
     diff = len(runs) > 1
