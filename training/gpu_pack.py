@@ -2,7 +2,7 @@
 small evaluation set, for a machine that has torch and timm but not this corpus, no network, and
 none of onnxruntime, PyAV or OpenCV.
 
-    python -m training.gpu_pack --run training/runs/verity-sbi-research --out training/gpu_pack.npz \
+    python -m training.gpu_pack --run training/configs/verity-sbi-research.json --out training/gpu_pack.npz \
         --max-mib 26 --eval-mib 3
 
 What goes in (numpy arrays only; the reader `load_pack` needs numpy and Pillow, no torch):
@@ -568,7 +568,9 @@ def load_pack(path: str | Path) -> Pack:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m training.gpu_pack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="training/runs/NAME: its config.json says the faces and splits")
+    p.add_argument("--run", required=True,
+                   help="training/runs/NAME, or a run's config.json (training/configs/ keeps the shipped models' "
+                        "with repository-relative paths): it says the faces and splits")
     p.add_argument("--out", default="training/gpu_pack.npz")
     p.add_argument("--max-mib", type=float, default=26.0,
                    help="size limit of the file (MiB): the device takes 64 MiB with the ~37.5 MiB of tracked files")
@@ -600,9 +602,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     run = Path(args.run)
-    cfg_path = run / "config.json"
+    cfg_path = run if run.is_file() else run / "config.json"
     if not cfg_path.exists():
-        raise SystemExit(f"--run {run}: no config.json")
+        raise SystemExit(f"--run {run}: no config.json (give a run folder or a run's config.json, "
+                         f"e.g. training/configs/verity-sbi-research.json)")
     cfg = json.loads(cfg_path.read_text())
     backbone = args.backbone or cfg["backbone"]
     margin, align = float(cfg["margin"]), bool(cfg["align"])

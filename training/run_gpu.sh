@@ -2,7 +2,7 @@
 # Train on a lent GPU machine from the pack, and back here export and compare the result
 # (training/README.md, "On a GPU").
 #
-#   here, once:   .venv-train/bin/python -m training.gpu_pack --run training/runs/verity-sbi-research \
+#   here, once:   .venv-train/bin/python -m training.gpu_pack --run training/configs/verity-sbi-research.json \
 #                     --out training/gpu_pack.npz --max-mib 26 --eval-mib 3
 #   on the GPU:   the device tool's run, from the repository root there:
 #                     command: bash training/run_gpu.sh train      carry: ["training/gpu_pack.npz"]
