@@ -8,6 +8,10 @@ import math
 import numpy as np
 from PIL import Image
 
+from detector.crop_geometry import crop_transform, crop_unrotated
+
+__all__ = ["crop_face", "crop_transform"]
+
 try:
     import cv2
 except ImportError as e:  # opencv-python is installed but the system lacks libGL or GLib
@@ -17,18 +21,6 @@ except ImportError as e:  # opencv-python is installed but the system lacks libG
 # One crop is a few hundred microseconds of work, too small to share between threads; one thread
 # also keeps OpenCV's pool from competing with onnxruntime's threads for the cores.
 cv2.setNumThreads(1)
-
-
-def crop_transform(box, landmarks, margin: float, align: bool) -> tuple[float, float, float, float]:
-    """Centre (cx, cy), side and rotation angle (radians) of the square crop around a face."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    side = max(x2 - x1, y2 - y1) * margin
-    angle = 0.0
-    if align and landmarks is not None:
-        (ex1, ey1), (ex2, ey2) = landmarks[0], landmarks[1]
-        angle = math.atan2(ey2 - ey1, ex2 - ex1)
-    return cx, cy, side, angle
 
 
 def crop_face(image: np.ndarray | Image.Image, box, landmarks, size: int, margin: float = 1.3,
@@ -52,13 +44,7 @@ def crop_face(image: np.ndarray | Image.Image, box, landmarks, size: int, margin
     if not align and k > 2.0:
         # Large unrotated downscale (the training cache): crop first, then resize with a proper
         # filter (avoids aliasing). Pillow, as ever on this path.
-        left, top = round(cx - side / 2), round(cy - side / 2)
-        right, bottom = round(cx - side / 2 + side), round(cy - side / 2 + side)
-        x0, y0, x1, y1 = max(0, left), max(0, top), min(w, right), min(h, bottom)
-        region = Image.new("RGB", (right - left, bottom - top))
-        if x1 > x0 and y1 > y0:
-            region.paste(Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1])), (x0 - left, y0 - top))
-        return np.asarray(region.resize((size, size), Image.BILINEAR, reducing_gap=2.0))
+        return crop_unrotated(image, cx, cy, side, size)
     # An aligned crop that shrinks the face by 2x or more is first box-filtered by the whole
     # factor r, then rotated and resized by what is left (< 2x): a bilinear warp reads only
     # 2 x 2 pixels per output pixel, so at 5x it would alias (jagged edges, moire) where the

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from detector.crop_geometry import crop_transform, crop_unrotated
 from training import data as D
 
 PACK_VERSION = 1
@@ -71,18 +72,6 @@ SHIPPED = Path(__file__).resolve().parents[1] / "models" / "verity-sbi"
 
 # --- crops without OpenCV ------------------------------------------------------------------
 
-def crop_transform(box, landmarks, margin: float, align: bool) -> tuple[float, float, float, float]:
-    """`detector.crops.crop_transform`, copied: centre, side and angle of the crop square."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    side = max(x2 - x1, y2 - y1) * margin
-    angle = 0.0
-    if align and landmarks is not None:
-        (ex1, ey1), (ex2, ey2) = landmarks[0], landmarks[1]
-        angle = math.atan2(ey2 - ey1, ex2 - ex1)
-    return cx, cy, side, angle
-
-
 def pillow_crop_face(image, box, landmarks, size: int, margin: float = 1.3, align: bool = False) -> np.ndarray:
     """`detector.crops.crop_face` with Pillow only: its reduce by the whole factor and its bilinear
     affine transform (what the models up to 2.0.0 were trained with; OpenCV's warp gives the same
@@ -91,15 +80,8 @@ def pillow_crop_face(image, box, landmarks, size: int, margin: float = 1.3, alig
         image = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     cx, cy, side, angle = crop_transform(box, landmarks, margin, align)
     k = side / size
-    h, w = image.shape[:2]
     if not align and k > 2.0:
-        left, top = round(cx - side / 2), round(cy - side / 2)
-        right, bottom = round(cx - side / 2 + side), round(cy - side / 2 + side)
-        x0, y0, x1, y1 = max(0, left), max(0, top), min(w, right), min(h, bottom)
-        region = Image.new("RGB", (right - left, bottom - top))
-        if x1 > x0 and y1 > y0:
-            region.paste(Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1])), (x0 - left, y0 - top))
-        return np.asarray(region.resize((size, size), Image.BILINEAR, reducing_gap=2.0))
+        return crop_unrotated(image, cx, cy, side, size)
     r = int(k) if align and k >= 2.0 else 1
     pil = Image.fromarray(np.ascontiguousarray(image))
     if r > 1:
