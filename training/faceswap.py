@@ -193,14 +193,24 @@ def swap_face(source: np.ndarray, source_landmarks, target: np.ndarray, target_l
     (x0, y0, x1, y1), local, warped, valid = aligned
     region = target[y0:y1, x0:x1]
     mask = blend_mask((x1 - x0, y1 - y0), local) * valid
-    # Colour statistics from the solid inner part only, where both faces are skin.
+    recoloured = color_transfer(warped, region.astype(np.float32), _colour_core(mask))
+    return _paste(target, (x0, y0, x1, y1), recoloured, mask)
+
+
+def _colour_core(mask: np.ndarray) -> np.ndarray:
+    """Where colour statistics are taken: the solid inner part of the mask, where both faces are
+    skin (the whole mask when that part is too small)."""
     core = (mask > 0.95).astype(np.float32)
-    if core.sum() < 16:
-        core = mask
-    recoloured = color_transfer(warped, region.astype(np.float32), core)
+    return mask if core.sum() < 16 else core
+
+
+def _paste(target: np.ndarray, box: tuple[int, int, int, int], face: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The target with `face` (float RGB of the box's size) alpha-blended into the box through mask;
+    pixels with a zero mask keep the target's exact bytes (no colour round-trip)."""
+    x0, y0, x1, y1 = box
+    region = target[y0:y1, x0:x1]
     a = mask[..., None].astype(np.float64)
-    blended = np.clip(np.rint(region * (1 - a) + recoloured * a), 0, 255).astype(np.uint8)
-    # Pixels with a zero mask keep the target's exact bytes (no colour round-trip).
+    blended = np.clip(np.rint(region * (1 - a) + face * a), 0, 255).astype(np.uint8)
     blended[mask == 0] = region[mask == 0]
     out = target.copy()
     out[y0:y1, x0:x1] = blended
@@ -239,16 +249,8 @@ def rerender_face(source: np.ndarray, source_landmarks, target: np.ndarray, targ
         small = small.filter(ImageFilter.GaussianBlur(smooth))
     rendered = np.asarray(small.resize((rw, rh), Image.BICUBIC), dtype=np.float64)
     mask = blend_mask((rw, rh), local, feather=RERENDER_FEATHER) * (valid > 0.999)
-    core = (mask > 0.95).astype(np.float32)
-    if core.sum() < 16:
-        core = mask
-    lab = rgb_to_lab(color_transfer(rendered, region.astype(np.float32), core)) + np.asarray(drift)
-    a = mask[..., None].astype(np.float64)
-    blended = np.clip(np.rint(region * (1 - a) + lab_to_rgb(lab) * a), 0, 255).astype(np.uint8)
-    blended[mask == 0] = region[mask == 0]
-    out = target.copy()
-    out[y0:y1, x0:x1] = blended
-    return out
+    lab = rgb_to_lab(color_transfer(rendered, region.astype(np.float32), _colour_core(mask))) + np.asarray(drift)
+    return _paste(target, (x0, y0, x1, y1), lab_to_rgb(lab), mask)
 
 
 # --- the seamless (Poisson) swap ---------------------------------------------------------------
