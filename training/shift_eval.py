@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder of the sets (built when it has no items.json)")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the ../shared/data folder")
-    p.add_argument("--per-source", type=int, default=60, help="test people per source (default 60)")
+    p.add_argument("--per-source", type=int, default=100, help="test people per source (default 100, as the model cards report)")
     p.add_argument("--source", action="append", choices=SOURCES, help="only these sources (repeatable)")
     p.add_argument("--evaluate", nargs="+", metavar="MODEL",
                    help="model folders to score and compare (the first is the baseline of the difference)")
