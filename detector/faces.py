@@ -99,6 +99,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     return keep
 
 
+def still_side(height: int, width: int, base: int = limits.DETECT_MAX_SIDE) -> int:
+    """The detection side for a photo: its longer side shrunk by at most
+    limits.DETECT_STILL_MAX_FACTOR, never below `base` nor above limits.DETECT_STILL_MAX_SIDE
+    (a multiple of 32). Video frames keep `base`: a frame's faces are larger, and a video has
+    dozens of frames to detect."""
+    want = math.ceil(max(height, width) / limits.DETECT_STILL_MAX_FACTOR / 32) * 32
+    return max(base, min(limits.DETECT_STILL_MAX_SIDE, want))
+
+
 class FaceDetector:
     """RetinaFace on an onnxruntime session; `detect()` takes an RGB uint8 array."""
 
@@ -115,7 +124,7 @@ class FaceDetector:
         self.min_face = min_face
         self.max_faces = max_faces
 
-    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    def prepare(self, image: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, tuple[float, float]]:
         """Downscale, pad to a multiple of 32, BGR minus mean, NCHW.
 
         Returns the blob and (scale, offset): original pixel = detector pixel * scale + offset.
@@ -130,15 +139,16 @@ class FaceDetector:
         boxes agree with a box-filtered downscale.
         """
         h, w = image.shape[:2]
-        factor = max(h, w) / self.max_side
+        max_side = max_side or self.max_side
+        factor = max(h, w) / max_side
         k = int(factor) if factor >= 2 else 1
         scale, offset = 1.0, 0.0
         if k > 1:
             image = image[k // 2::k, k // 2::k]
             scale, offset = float(k), k // 2 + 0.5 - k / 2
         h1, w1 = image.shape[:2]
-        if max(h1, w1) > self.max_side:
-            s = self.max_side / max(h1, w1)
+        if max(h1, w1) > max_side:
+            s = max_side / max(h1, w1)
             nw, nh = max(1, round(w1 * s)), max(1, round(h1 * s))
             # reducing_gap=1: box filter by the whole factor first, then a small bilinear step.
             image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
@@ -179,9 +189,11 @@ class FaceDetector:
         faces.sort(key=lambda f: f.width * f.height, reverse=True)
         return faces[: self.max_faces]
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, max_side: int | None = None) -> list[Face]:
+        """Faces of an RGB frame, largest first; `max_side` overrides the detector's own (a
+        photo's `still_side`)."""
         h, w = image.shape[:2]
-        blob, mapping = self.prepare(image)
+        blob, mapping = self.prepare(image, max_side)
         outputs = self.session.run(None, {self.input_name: blob})
         faces = self.decode(outputs, blob.shape[2:], mapping)
         for f in faces:

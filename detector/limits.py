@@ -35,7 +35,18 @@ MAX_SAMPLED_FRAMES = 256
 
 # --- face detection -------------------------------------------------------------------------
 DETECT_MAX_SIDE = 640
-"""Frames are downscaled so that their longer side is at most this before face detection."""
+"""Video frames are downscaled so that their longer side is at most this before face detection
+(and a photo too, unless it is large: DETECT_STILL_MAX_FACTOR)."""
+
+DETECT_STILL_MAX_FACTOR = 3.0
+"""A photo is shrunk by at most this factor for face detection (its detection side grows past
+DETECT_MAX_SIDE, up to DETECT_STILL_MAX_SIDE): RetinaFace's smallest anchors are 16 px, so a
+phone's 4000 px group photo shrunk to 640 px loses faces under about 100 px. Four-person group
+pictures centred in a 4000 x 2250 frame (faces 45-110 px): 19% of the faces found at 640, 95%
+at 1280 (13 -> 47 ms of detection on 2 cores); pictures up to 1920 px keep 640."""
+
+DETECT_STILL_MAX_SIDE = 1280
+"""The largest detection side of a photo (DETECT_STILL_MAX_FACTOR)."""
 
 DETECT_SCORE_THRESHOLD = 0.8
 """RetinaFace confidence below which a candidate box is dropped."""

@@ -18,7 +18,7 @@ from detector import limits, media, occlusion, perceptual
 from detector.aggregate import item_score, label_for, occlusion_reasons, video_score, with_occlusion
 from detector.classifier import Classifier
 from detector.crops import crop_face
-from detector.faces import FaceDetector, retinaface_onnx_bytes
+from detector.faces import FaceDetector, retinaface_onnx_bytes, still_side
 from detector.manifest import Manifest, load_manifest
 from detector.result import DetectionResult, FaceEvidence, FrameEvidence, Label, MediaInfo
 from detector.runtime import DEVICES, cpu_threads, make_session
@@ -90,7 +90,7 @@ class Detector:
         info = MediaInfo(kind="image", format="array", width=rgb.shape[1], height=rgb.shape[0], frame_count=1)
         timings = {"decode": 0.0, "detect": 0.0, "crop": 0.0}
         crops: list[np.ndarray] = []
-        frames = [self._detect_frame(0, 0.0, rgb, crops, timings)]
+        frames = [self._detect_frame(0, 0.0, rgb, crops, timings, still=True)]
         return self._finish(frames, crops, info, timings, t0)
 
     def analyze_frames(self, frames: list[tuple[float, np.ndarray]], *, classify: int | None = None) -> DetectionResult:
@@ -123,9 +123,12 @@ class Detector:
         return self._result(Label.UNREADABLE, None, [f"{err.reason}: {err.message}"], info, [], timings)
 
     def _detect_frame(self, index: int, ts: float, rgb: np.ndarray, crops: list, timings,
-                      tracks: list | None = None) -> FrameEvidence:
+                      tracks: list | None = None, still: bool = False) -> FrameEvidence:
+        """Faces of one frame, their crops appended to `crops`. A `still` (a photo) is detected at
+        a larger side when it is large (faces.still_side), a video frame at the detector's."""
         t = time.perf_counter()
-        faces = self.face_detector.detect(rgb)
+        side = still_side(*rgb.shape[:2], base=self.face_detector.max_side) if still else None
+        faces = self.face_detector.detect(rgb, side)
         t2 = time.perf_counter()
         timings["detect"] += (t2 - t) * 1000
         if tracks is not None:
@@ -167,7 +170,7 @@ class Detector:
                     t = time.perf_counter()
                     pdq = perceptual.pdq_dihedral(rgb)
                     timings["hash"] += (time.perf_counter() - t) * 1000
-                frames.append(self._detect_frame(0, 0.0, rgb, crops, timings))
+                frames.append(self._detect_frame(0, 0.0, rgb, crops, timings, still=True))
                 del rgb
             else:
                 info_out: list[MediaInfo] = []

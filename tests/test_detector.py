@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mediagen import face_image, jpeg_bytes, no_face_image, png_bomb, png_bytes, write_video
+from mediagen import face_image, face_photo_paths, jpeg_bytes, no_face_image, png_bomb, png_bytes, write_video
 from onnxgen import tiny_model
 from PIL import Image
 
 from detector import Label, media
 from detector.aggregate import _logit, face_tracks, item_score, label_for, track_score, video_score
 from detector.crops import crop_face, crop_transform
+from detector.faces import still_side
 from detector.manifest import ManifestError, load_manifest
 from detector.pipeline import Detector
 from detector.result import DetectionResult, FaceEvidence, FrameEvidence
@@ -48,6 +49,35 @@ def test_photo_with_a_face_is_scored_with_evidence(detector, tmp_path):
     # JSON round trip
     again = DetectionResult.from_dict(json.loads(json.dumps(res.to_dict())))
     assert again.score == res.score and again.frames[0].faces[0].box == face.box
+
+
+def test_a_phone_sized_group_photo_has_its_small_faces_found_and_judged(detector, tmp_path):
+    """Four 55-70 px faces in a 4000 x 2250 photo: shrunk to 640 px for detection they are 10 px
+    and none is found; a photo is shrunk by at most 3x (up to 1280 px), so all four are judged."""
+    canvas = Image.new("RGB", (4000, 2250), (96, 110, 120))
+    for i, src in enumerate(face_photo_paths(4)):
+        im = Image.open(src).convert("RGB")
+        im = im.resize((round(im.width * 180 / im.height), 180), Image.BILINEAR)
+        canvas.paste(im, (1400 + i * 300, 1035))
+    assert len(detector.face_detector.detect(np.asarray(canvas))) <= 1  # the video-frame side, 640
+    path = tmp_path / "group.jpg"
+    path.write_bytes(jpeg_bytes(canvas))
+    res = detector.analyze_path(path)
+    faces = res.frames[0].faces
+    assert len(faces) == 4 and all(f.fake_score is not None for f in faces)
+    assert sorted(round((f.box[0] + f.box[2]) / 2 / 300) for f in faces) == [5, 6, 7, 8]  # one per photo
+    assert res.label != Label.NO_FACE
+
+
+def test_detection_side_grows_for_large_photos_only():
+    assert still_side(360, 640) == still_side(1080, 1920) == 640  # a 1080p photo costs what it did
+    assert still_side(1440, 2560) == 864 and still_side(2250, 4000) == still_side(6000, 8000) == 1280
+
+
+def test_a_face_of_26_px_is_judged_not_skipped(detector):
+    res = detector.analyze_image(np.asarray(face_image((320, 240), 70)))
+    assert len(res.frames[0].faces) == 1 and 24 <= res.frames[0].faces[0].box[2] - res.frames[0].faces[0].box[0] < 40
+    assert res.label != Label.NO_FACE and res.score is not None
 
 
 def test_no_face_image_is_no_face_never_authentic(detector, tmp_path):
