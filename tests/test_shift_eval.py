@@ -32,6 +32,8 @@ def test_every_test_person_gets_every_fake_family_and_group_pictures(built):
             assert {r["unit"] for r in singles if r["family"] == fam} == people
         groups = [r for r in rows if r["source"] == source and r["layout"] == "group"]
         assert len(groups) == 2 * (len(people) // se.GROUP_SIZE)
+        wide = [r for r in rows if r["source"] == source and r["layout"] == "wide"]
+        assert sorted((r["unit"], r["family"]) for r in wide) == sorted((r["unit"], r["family"]) for r in groups)
     # only people the shipped splits' rule leaves in test (seed 0), never a training person
     from training import data as D
     lfw = [r for r in rows if r["source"] == "faces-lfw"]

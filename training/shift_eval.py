@@ -26,7 +26,10 @@ lowres   a face re-rendered at 1/1.8-1/3.5 of the picture's resolution, smoothed
 and the same people again in *group* pictures: four photos of a source side by side on one
 canvas, each scaled so that its face is 45-110 px across (small faces, several people in one
 picture). The fake group is the real group with one person replaced by its fake (the family
-rotates), so real and fake groups differ only in that face.
+rotates), so real and fake groups differ only in that face. Each group picture is also placed,
+as it is, in the middle of a 4000 x 2250 *wide* frame with a faceless backdrop: a phone's group
+photo, whose 45-110 px faces the face detector only finds if it does not shrink the frame to a
+few hundred pixels first.
 
 Every file is written as JPEG quality 95 (real and fake share one compression history), and
 each is scored under the conditions of `verity eval` (as is, JPEG 50, half size) with the
@@ -63,7 +66,9 @@ SPLIT_SEED = 0
 SOURCES = ("faces-lfw", "faces-utk", "talking-faces", "faces-fairface", "faces-london", "faces-canada")
 """Folders of ../shared/data, each one source."""
 FAMILIES = ("sbi", "swap", "poisson", "lowres")
-LAYOUTS = ("single", "group")
+LAYOUTS = ("single", "group", "wide")
+WIDE = (4000, 2250)
+"""The wide frame a group picture is placed in (width, height): a 9-megapixel phone photo."""
 MIN_FACE = 40
 """A photo whose largest face is narrower than this is not used (no fake can be made of it)."""
 TALKING_FRAMES = 4
@@ -160,6 +165,17 @@ def group_picture(tiles: list[np.ndarray], widths: list[float], face_px: list[in
     return canvas
 
 
+def wide_frame(picture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`picture` in the middle of a WIDE frame whose backdrop is smooth colour noise (no face)."""
+    w, h = WIDE
+    small = rng.integers(0, 256, size=(h // 64, w // 64, 3), dtype=np.uint8)
+    frame = np.array(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+    ph, pw = picture.shape[:2]
+    y, x = (h - ph) // 2, (w - pw) // 2
+    frame[y:y + ph, x:x + pw] = picture
+    return frame
+
+
 # --- building ----------------------------------------------------------------------------------
 
 def build(out: Path, data: Path, per_source: int, sources: list[str]) -> Path:
@@ -205,18 +221,22 @@ def build(out: Path, data: Path, per_source: int, sources: list[str]) -> Path:
             bg = tuple(int(v) for v in rng.integers(40, 220, size=3))
             unit = f"{source}/group{g:03d}"
             real = group_picture([m["rgb"] for m in members], widths, face_px, bg)
-            rel = f"{source}/group/real/g{g:03d}.jpg"
-            save_jpeg(real, out / rel)
-            add(rel, ev.REAL, source, "real", "group", unit)
+            backdrop = [SEED, si, 2, g]  # its own stream: the group pictures stay as they were
+            for layout, img in (("group", real), ("wide", wide_frame(real, np.random.default_rng(backdrop)))):
+                rel = f"{source}/{layout}/real/g{g:03d}.jpg"
+                save_jpeg(img, out / rel)
+                add(rel, ev.REAL, source, "real", layout, unit)
             fam = FAMILIES[g % len(FAMILIES)]
             k = int(rng.integers(0, len(members)))
             if fam not in members[k]["fakes"]:
                 fam = "sbi"
             tiles = [m["rgb"] for m in members]
             tiles[k] = members[k]["fakes"][fam]
-            rel = f"{source}/group/{fam}/g{g:03d}.jpg"
-            save_jpeg(group_picture(tiles, widths, face_px, bg), out / rel)
-            add(rel, ev.FAKE, source, fam, "group", unit)
+            fake = group_picture(tiles, widths, face_px, bg)
+            for layout, img in (("group", fake), ("wide", wide_frame(fake, np.random.default_rng(backdrop)))):
+                rel = f"{source}/{layout}/{fam}/g{g:03d}.jpg"
+                save_jpeg(img, out / rel)
+                add(rel, ev.FAKE, source, fam, layout, unit)
         log(f"{source}: {len(photos)} photos of {len({ph['person'] for ph in photos})} people, {len(photos) // GROUP_SIZE} group pictures "
             f"({time.perf_counter() - t0:.0f} s)")
     (out / "items.json").write_text(json.dumps({"built": datetime.date.today().isoformat(),
