@@ -6,10 +6,10 @@ One run, one printed table, every figure against a baseline measured in the same
            (decode, detect, crop, classify), against the ceiling = the face-detector session and
            the classifier session alone on the very same tensors (target: pipeline >= 85% of
            the ceiling; <= 150 ms end to end on 2 cores);
-2. group   a 4032x3024 JPEG (a phone's 12 MP photo) with four faces 55-75 px across: end to end
-           with the photo's detection side (faces.still_side: shrunk by at most 3x, up to 1280 px)
-           against the same pipeline detecting at the video-frame side (640 px, what every photo
-           got before), and the faces each finds;
+2. side    the 1080p photo and a 4032x3024 JPEG (a phone's 12 MP photo) with four faces 55-75 px
+           across: end to end with a photo's detection side (faces.still_side: shrunk by at most
+           2x, up to 1280 px) against the same pipeline detecting at the video-frame side (640 px,
+           what every photo got before), interleaved, and the faces each finds;
 3. video   a 30 s 720p H.264 clip (made here with PyAV from a face photo, slight motion):
            end-to-end seconds for 32 sampled frames (target <= 4 s on 2 cores), and the
            sampler's frames/s against the naive baseline of decoding every frame with PyAV.
@@ -129,6 +129,7 @@ def main() -> None:
 
     from detector import media
     from detector.crops import crop_face
+    from detector.faces import still_side as photo_side
     from detector.pipeline import Detector
 
     out = Console(width=150)
@@ -145,13 +146,14 @@ def main() -> None:
     face_photo((1920, 1080), 600).save(buf, "JPEG", quality=90)
     jpeg = buf.getvalue()
     rgb, _ = media.load_image(jpeg)
-    faces = det.face_detector.detect(rgb)
+    side = photo_side(*rgb.shape[:2], det.face_detector.max_side)  # the side the pipeline detects a photo at
+    faces = det.face_detector.detect(rgb, side)
     if len(faces) != 1:
         sys.exit(f"expected one face in the benchmark photo, found {len(faces)}")
     f = faces[0]
     spec = det.manifest
     crop = crop_face(rgb, f.box, f.landmarks, spec.input.size, spec.crop.margin, spec.crop.align)
-    blob, _ = det.face_detector.prepare(rgb)
+    blob, _ = det.face_detector.prepare(rgb, side)
     fsess, fname = det.face_detector.session, det.face_detector.input_name
     batch = det.classifier.inputs(crop[None])  # what the pipeline runs (with a mirrored copy under tta.hflip)
 
@@ -193,42 +195,47 @@ def main() -> None:
     t1.add_row("ceiling: raw ORT detector + classifier runs", f"{1000 / ceiling:.1f}", f"{ceiling:.1f}", "-",
                f"{med(ceil_detect):.1f}", "-", f"{med(ceil_classify):.1f}", "100%", f"{med(cpu_ceil):.0f}", "")
     out.print(t1)
-    out.print(f"detector input {blob.shape[3]}x{blob.shape[2]} (max side {det.face_detector.max_side}); "
+    out.print(f"detector input {blob.shape[3]}x{blob.shape[2]} (a photo's side {side}; video frames "
+              f"{det.face_detector.max_side}); "
               f"classifier input {spec.input.size}px, batch {batch.shape[0]}"
               f"{' (the face and its mirror: tta.hflip)' if batch.shape[0] == 2 else ''}. Detect stage in the pipeline = resize + "
               f"normalise + ORT run + decode/NMS; ceiling = ORT run only. CPU ms = process CPU time (all threads), "
               f"less sensitive than wall time to other load on the machine.")
 
-    # --- group photo --------------------------------------------------------------------------
+    # --- a photo's detection side ------------------------------------------------------------
     from detector import pipeline
 
     buf = io.BytesIO()
     group_photo().save(buf, "JPEG", quality=90)
-    group = buf.getvalue()
+    photos = [("1920x1080 JPEG, one face (the photo above)", jpeg, 1),
+              (f"4032x3024 JPEG, four faces 55-75 px ({len(buf.getvalue()) // 1024} KiB)", buf.getvalue(), 4)]
     still_side = pipeline.still_side
     at_640 = lambda h, w, base=640: base  # the video-frame side, what every photo had before
-    side_now = still_side(3024, 4032, det.face_detector.max_side)
-    rows: dict[str, tuple[list, list]] = {"now": ([], []), "640": ([], [])}
+    runs: dict[tuple[int, str], tuple[list, list]] = {(i, k): ([], []) for i in range(len(photos)) for k in ("now", "640")}
     try:
-        for _ in range(max(3, args.rounds // 3)):
-            for key, fn in (("now", still_side), ("640", at_640)):
-                pipeline.still_side = fn
-                res = det.analyze_bytes(group)
-                rows[key][0].append(res.timings_ms)
-                rows[key][1].append(len(res.frames[0].faces) if res.frames else 0)
+        for _ in range(args.rounds):
+            for i, (_, data, _) in enumerate(photos):
+                for key, fn in (("now", still_side), ("640", at_640)):  # interleaved: a load change hits both
+                    pipeline.still_side = fn
+                    res = det.analyze_bytes(data)
+                    runs[i, key][0].append(res.timings_ms)
+                    runs[i, key][1].append(len(res.frames[0].faces) if res.frames else 0)
     finally:
         pipeline.still_side = still_side
-    tg = Table(title=f"4032x3024 JPEG, four faces 55-75 px ({len(group) // 1024} KiB): medians of "
-                     f"{len(rows['now'][0])} rounds, ms", title_justify="left")
-    for col in ("photo detection side", "faces found", "total ms", "decode", "detect", "classify", "vs 640 px"):
-        tg.add_column(col, justify="left" if col == "photo detection side" else "right")
-    base_total = med([t["total"] for t in rows["640"][0]])
-    for key, label in (("now", f"{side_now} px (still_side, now)"), ("640", "640 px (baseline: before)")):
-        tm = rows[key][0]
-        total = med([t["total"] for t in tm])
-        tg.add_row(label, f"{min(rows[key][1])}-{max(rows[key][1])} of 4", f"{total:.1f}",
-                   f"{med([t['decode'] for t in tm]):.1f}", f"{med([t['detect'] for t in tm]):.1f}",
-                   f"{med([t['classify'] for t in tm]):.1f}", f"{total / base_total:.2f}x")
+    tg = Table(title=f"A photo's face-detection side (faces.still_side) against 640 px, the video-frame side every "
+                     f"photo had before: medians of {args.rounds} rounds, ms", title_justify="left")
+    for col in ("photo", "detection side", "faces found", "total ms", "decode", "detect", "classify", "vs 640 px"):
+        tg.add_column(col, justify="left" if col in ("photo", "detection side") else "right")
+    for i, (name, data, n_faces) in enumerate(photos):
+        rgb_i, _ = media.load_image(data)
+        side_now = still_side(*rgb_i.shape[:2], det.face_detector.max_side)
+        base_total = med([t["total"] for t in runs[i, "640"][0]])
+        for key, label in (("now", f"{side_now} px (now)"), ("640", "640 px (baseline)")):
+            tm, found = runs[i, key]
+            total = med([t["total"] for t in tm])
+            tg.add_row(name if key == "now" else "", label, f"{min(found)}-{max(found)} of {n_faces}", f"{total:.1f}",
+                       f"{med([t['decode'] for t in tm]):.1f}", f"{med([t['detect'] for t in tm]):.1f}",
+                       f"{med([t['classify'] for t in tm]):.1f}", f"{total / base_total:.2f}x")
     out.print(tg)
 
     # --- video ------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 
 def still_side(height: int, width: int, base: int = limits.DETECT_MAX_SIDE) -> int:
     """The detection side for a photo: its longer side shrunk by at most
-    limits.DETECT_STILL_MAX_FACTOR, never below `base` nor above limits.DETECT_STILL_MAX_SIDE
+    limits.DETECT_STILL_MAX_FACTOR (2x), never below `base` nor above limits.DETECT_STILL_MAX_SIDE
     (a multiple of 32). Video frames keep `base`: a frame's faces are larger, and a video has
     dozens of frames to detect."""
     want = math.ceil(max(height, width) / limits.DETECT_STILL_MAX_FACTOR / 32) * 32

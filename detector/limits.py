@@ -38,12 +38,14 @@ DETECT_MAX_SIDE = 640
 """Video frames are downscaled so that their longer side is at most this before face detection
 (and a photo too, unless it is large: DETECT_STILL_MAX_FACTOR)."""
 
-DETECT_STILL_MAX_FACTOR = 3.0
+DETECT_STILL_MAX_FACTOR = 2.0
 """A photo is shrunk by at most this factor for face detection (its detection side grows past
 DETECT_MAX_SIDE, up to DETECT_STILL_MAX_SIDE): RetinaFace's smallest anchors are 16 px, so a
 phone's 4000 px group photo shrunk to 640 px loses faces under about 100 px. Four-person group
 pictures centred in a 4000 x 2250 frame (faces 45-110 px): 19% of the faces found at 640, 95%
-at 1280 (13 -> 47 ms of detection on 2 cores); pictures up to 1920 px keep 640."""
+at 1280. At 3x instead of 2x, the same frames at half size (2000 px, faces 22-55 px) went
+without a face found 75 times in 172 (10 at 2x), ROC-AUC 0.518 against 0.604. The price of 2x: a
+1080p photo is detected at 960 px instead of 640, 1.38x its time (bench/detector.py)."""
 
 DETECT_STILL_MAX_SIDE = 1280
 """The largest detection side of a photo (DETECT_STILL_MAX_FACTOR)."""

@@ -53,7 +53,7 @@ def test_photo_with_a_face_is_scored_with_evidence(detector, tmp_path):
 
 def test_a_phone_sized_group_photo_has_its_small_faces_found_and_judged(detector, tmp_path):
     """Four 55-70 px faces in a 4000 x 2250 photo: shrunk to 640 px for detection they are 10 px
-    and none is found; a photo is shrunk by at most 3x (up to 1280 px), so all four are judged."""
+    and none is found; a photo is shrunk by at most 2x (up to 1280 px), so all four are judged."""
     canvas = Image.new("RGB", (4000, 2250), (96, 110, 120))
     for i, src in enumerate(face_photo_paths(4)):
         im = Image.open(src).convert("RGB")
@@ -70,8 +70,9 @@ def test_a_phone_sized_group_photo_has_its_small_faces_found_and_judged(detector
 
 
 def test_detection_side_grows_for_large_photos_only():
-    assert still_side(360, 640) == still_side(1080, 1920) == 640  # a 1080p photo costs what it did
-    assert still_side(1440, 2560) == 864 and still_side(2250, 4000) == still_side(6000, 8000) == 1280
+    assert still_side(360, 640) == still_side(720, 1280) == 640
+    assert still_side(1080, 1920) == 960  # shrunk 2x: its 32 px faces are 16 px for RetinaFace
+    assert still_side(1440, 2560) == still_side(2250, 4000) == still_side(6000, 8000) == 1280
 
 
 def test_a_face_of_26_px_is_judged_not_skipped(detector):
