@@ -196,6 +196,17 @@ def test_degrade_scales_relative_to_the_reference_and_never_up():
     assert out.shape == (128, 128, 3) and np.allclose(b, box * 0.5)
 
 
+def test_degrade_to_a_small_face_lands_in_the_asked_width_and_never_scales_up():
+    img, box, lms = _face()
+    for seed in range(5):
+        out, b, l2 = sbi.degrade(img, box, lms, np.random.default_rng(seed), p_jpeg=0.0, face_px=(24, 48))
+        assert 24 <= b[2] - b[0] <= 48 + 1e-3 and out.shape[0] < img.shape[0]
+        assert (l2[:, 0] >= b[0] - 1).all() and (l2[:, 0] <= b[2] + 1).all()  # the landmarks follow the box
+    small = box * 0.2  # a face already 24-48 px stays as it is
+    out, b, _ = sbi.degrade(img, small, lms * 0.2, np.random.default_rng(0), p_jpeg=0.0, face_px=(200, 300))
+    assert out.shape == img.shape and np.allclose(b, small)
+
+
 def test_augment_flips_aligned_maps_with_the_crop():
     img, _, _ = _face(size=64)
     marker = np.zeros((64, 64), np.uint8)

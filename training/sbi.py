@@ -491,9 +491,13 @@ def h264(image: np.ndarray, crf: int) -> np.ndarray:
 def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,
             jpeg_range: tuple[int, int] = (30, 95), scale_range: tuple[float, float] = (0.3, 1.0),
             p_scale: float = 0.6, p_jpeg: float = 0.8, p_video: float = 0.0,
-            crf_range: tuple[int, int] = (18, 36), reference: float = 1.0):
+            crf_range: tuple[int, int] = (18, 36), reference: float = 1.0,
+            face_px: tuple[float, float] | None = None):
     """What an upload goes through before it reaches us: downscale, then H.264 (a frame of a
     video, with p_video) and/or JPEG.
+
+    `face_px` (low, high): instead of a random scale, shrink the picture so that the face box
+    ends up low-high pixels wide (a small face in a group photo; never scaled up).
 
     Works on the large (cached) image before the classifier crop is taken, like the runtime
     sees a downsized, recompressed still. Returns (image, box, landmarks) in the new pixels.
@@ -502,7 +506,13 @@ def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,
     """
     box = np.asarray(box, dtype=np.float32).copy()
     lms = np.asarray(landmarks, dtype=np.float32).copy()
-    if rng.random() < p_scale and (s := rng.uniform(*scale_range) / reference) < 1.0:
+    if face_px is not None:
+        s = rng.uniform(*face_px) / max(float(box[2] - box[0]), 1.0)
+    elif rng.random() < p_scale:
+        s = rng.uniform(*scale_range) / reference
+    else:
+        s = 1.0
+    if s < 1.0:
         h, w = image.shape[:2]
         nw, nh = max(16, round(w * s)), max(16, round(h * s))
         resample = [Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX][rng.integers(0, 4)]

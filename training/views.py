@@ -18,16 +18,23 @@ def jitter_box(box: np.ndarray, rng: np.random.Generator, amount: float = 0.04) 
     return (box + rng.uniform(-amount, amount, 4) * s).astype(np.float32)
 
 
+SMALL_FACE_PX = (24.0, 48.0)
+"""Face widths of a `small` training view (the runtime judges faces from 24 px)."""
+
+
 def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int, margin: float,
               align: bool, train: bool, degrade_fixed: tuple[float, int] | None = None,
               donor: D.FaceRecord | None = None, p_video: float = 0.0, xray_grid: int = 0,
-              occluder: tuple[np.ndarray, np.ndarray] | None = None, lowres: bool = False):
+              occluder: tuple[np.ndarray, np.ndarray] | None = None, lowres: bool = False,
+              small: bool = False):
     """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
     cross-identity blend), degraded like an upload (random when training, fixed otherwise).
     `occluder` (sbi.draw_occluder on rec.native_view()) is painted over it after the blend.
     With xray_grid, (crop, its Face X-ray on an xray_grid square map: zeros for a real face,
     and nothing where the occluder covers the boundary). `lowres`: the fake's blended-in face is
-    re-rendered at a lower resolution than the picture (sbi.rerender), as tool output is."""
+    re-rendered at a lower resolution than the picture (sbi.rerender), as tool output is. `small`
+    (training only): the picture is shrunk until the face is SMALL_FACE_PX wide, a face of a
+    group photo, which the runtime judges from 24 px."""
     from detector.crops import crop_face
 
     img, box, lms = rec.native_view()  # blend at the detail the photo had, never upsampled
@@ -44,7 +51,8 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
             edge = edge * (1.0 - occluder[0])
     ref = img.shape[0] / rec.image.shape[0]
     if train:
-        img, box, lms = sbi.degrade(img, box, lms, rng, p_video=p_video, reference=ref)
+        img, box, lms = sbi.degrade(img, box, lms, rng, p_video=p_video, reference=ref,
+                                    face_px=SMALL_FACE_PX if small else None)
         box = jitter_box(box, rng)
     elif degrade_fixed is not None:
         scale, quality = degrade_fixed
