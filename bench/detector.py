@@ -7,7 +7,7 @@ One run, one printed table, every figure against a baseline measured in the same
            the classifier session alone on the very same tensors (target: pipeline >= 85% of
            the ceiling; <= 150 ms end to end on 2 cores);
 2. side    the 1080p photo and a 4032x3024 JPEG (a phone's 12 MP photo) with four faces 55-75 px
-           across: end to end with a photo's detection side (faces.still_side: shrunk by at most
+           across: end to end with a photo's detection side (FaceDetector.photo_side: shrunk by at most
            2x, up to 1280 px) against the same pipeline detecting at the video-frame side (640 px,
            what every photo got before), interleaved, and the faces each finds;
 3. video   a 30 s 720p H.264 clip (made here with PyAV from a face photo, slight motion):
@@ -129,7 +129,6 @@ def main() -> None:
 
     from detector import media
     from detector.crops import crop_face
-    from detector.faces import still_side as photo_side
     from detector.pipeline import Detector
 
     out = Console(width=150)
@@ -146,7 +145,7 @@ def main() -> None:
     face_photo((1920, 1080), 600).save(buf, "JPEG", quality=90)
     jpeg = buf.getvalue()
     rgb, _ = media.load_image(jpeg)
-    side = photo_side(*rgb.shape[:2], det.face_detector.max_side)  # the side the pipeline detects a photo at
+    side = det.face_detector.photo_side(*rgb.shape[:2])  # the side the pipeline detects a photo at
     faces = det.face_detector.detect(rgb, side)
     if len(faces) != 1:
         sys.exit(f"expected one face in the benchmark photo, found {len(faces)}")
@@ -203,34 +202,33 @@ def main() -> None:
               f"less sensitive than wall time to other load on the machine.")
 
     # --- a photo's detection side ------------------------------------------------------------
-    from detector import pipeline
-
     buf = io.BytesIO()
     group_photo().save(buf, "JPEG", quality=90)
-    photos = [("1920x1080 JPEG, one face (the photo above)", jpeg, 1),
-              (f"4032x3024 JPEG, four faces 55-75 px ({len(buf.getvalue()) // 1024} KiB)", buf.getvalue(), 4)]
-    still_side = pipeline.still_side
-    at_640 = lambda h, w, base=640: base  # the video-frame side, what every photo had before
+    photos = [("1920x1080 JPEG, one face (the photo above)", jpeg, 1, rgb.shape[:2]),
+              (f"4032x3024 JPEG, four faces 55-75 px ({len(buf.getvalue()) // 1024} KiB)", buf.getvalue(), 4,
+               (3024, 4032))]
+    fd = det.face_detector
+    cap = fd.still_max_side
     runs: dict[tuple[int, str], tuple[list, list]] = {(i, k): ([], []) for i in range(len(photos)) for k in ("now", "640")}
     try:
         for _ in range(args.rounds):
-            for i, (_, data, _) in enumerate(photos):
-                for key, fn in (("now", still_side), ("640", at_640)):  # interleaved: a load change hits both
-                    pipeline.still_side = fn
+            for i, (_, data, _, _) in enumerate(photos):
+                # interleaved: a load change hits both; the baseline caps a photo's side at the
+                # video-frame side, what every photo had before
+                for key, side_cap in (("now", cap), ("640", fd.max_side)):
+                    fd.still_max_side = side_cap
                     res = det.analyze_bytes(data)
                     runs[i, key][0].append(res.timings_ms)
                     runs[i, key][1].append(len(res.frames[0].faces) if res.frames else 0)
     finally:
-        pipeline.still_side = still_side
-    tg = Table(title=f"A photo's face-detection side (faces.still_side) against 640 px, the video-frame side every "
-                     f"photo had before: medians of {args.rounds} rounds, ms", title_justify="left")
+        fd.still_max_side = cap
+    tg = Table(title=f"A photo's face-detection side (FaceDetector.photo_side) against 640 px, the video-frame side "
+                     f"every photo had before: medians of {args.rounds} rounds, ms", title_justify="left")
     for col in ("photo", "detection side", "faces found", "total ms", "decode", "detect", "classify", "vs 640 px"):
         tg.add_column(col, justify="left" if col in ("photo", "detection side") else "right")
-    for i, (name, data, n_faces) in enumerate(photos):
-        rgb_i, _ = media.load_image(data)
-        side_now = still_side(*rgb_i.shape[:2], det.face_detector.max_side)
+    for i, (name, _, n_faces, hw) in enumerate(photos):
         base_total = med([t["total"] for t in runs[i, "640"][0]])
-        for key, label in (("now", f"{side_now} px (now)"), ("640", "640 px (baseline)")):
+        for key, label in (("now", f"{fd.photo_side(*hw)} px (now)"), ("640", f"{fd.max_side} px (baseline)")):
             tm, found = runs[i, key]
             total = med([t["total"] for t in tm])
             tg.add_row(name if key == "now" else "", label, f"{min(found)}-{max(found)} of {n_faces}", f"{total:.1f}",

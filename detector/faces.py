@@ -99,15 +99,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     return keep
 
 
-def still_side(height: int, width: int, base: int = limits.DETECT_MAX_SIDE) -> int:
-    """The detection side for a photo: its longer side shrunk by at most
-    limits.DETECT_STILL_MAX_FACTOR (2x), never below `base` nor above limits.DETECT_STILL_MAX_SIDE
-    (a multiple of 32). Video frames keep `base`: a frame's faces are larger, and a video has
-    dozens of frames to detect."""
-    want = math.ceil(max(height, width) / limits.DETECT_STILL_MAX_FACTOR / 32) * 32
-    return max(base, min(limits.DETECT_STILL_MAX_SIDE, want))
-
-
 class FaceDetector:
     """RetinaFace on an onnxruntime session; `detect()` takes an RGB uint8 array."""
 
@@ -115,7 +106,9 @@ class FaceDetector:
                  score_threshold: float = limits.DETECT_SCORE_THRESHOLD,
                  nms_iou: float = limits.DETECT_NMS_IOU,
                  min_face: int = limits.MIN_FACE_PIXELS,
-                 max_faces: int = limits.MAX_FACES_PER_FRAME) -> None:
+                 max_faces: int = limits.MAX_FACES_PER_FRAME,
+                 still_max_factor: float = limits.DETECT_STILL_MAX_FACTOR,
+                 still_max_side: int = limits.DETECT_STILL_MAX_SIDE) -> None:
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.max_side = max_side
@@ -123,6 +116,15 @@ class FaceDetector:
         self.nms_iou = nms_iou
         self.min_face = min_face
         self.max_faces = max_faces
+        self.still_max_factor = still_max_factor
+        self.still_max_side = still_max_side
+
+    def photo_side(self, height: int, width: int) -> int:
+        """The detection side for a photo: its longer side shrunk by at most `still_max_factor`
+        (2x), never below `max_side` nor above `still_max_side` (a multiple of 32). Video frames
+        keep `max_side`: a frame's faces are larger, and a video has dozens of frames to detect."""
+        want = math.ceil(max(height, width) / self.still_max_factor / 32) * 32
+        return max(self.max_side, min(self.still_max_side, want))
 
     def prepare(self, image: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, tuple[float, float]]:
         """Downscale, pad to a multiple of 32, BGR minus mean, NCHW.
@@ -191,7 +193,7 @@ class FaceDetector:
 
     def detect(self, image: np.ndarray, max_side: int | None = None) -> list[Face]:
         """Faces of an RGB frame, largest first; `max_side` overrides the detector's own (a
-        photo's `still_side`)."""
+        photo's `photo_side`)."""
         h, w = image.shape[:2]
         blob, mapping = self.prepare(image, max_side)
         outputs = self.session.run(None, {self.input_name: blob})

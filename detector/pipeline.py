@@ -18,7 +18,7 @@ from detector import limits, media, occlusion, perceptual
 from detector.aggregate import item_score, label_for, occlusion_reasons, video_score, with_occlusion
 from detector.classifier import Classifier
 from detector.crops import crop_face
-from detector.faces import FaceDetector, retinaface_onnx_bytes, still_side
+from detector.faces import FaceDetector, retinaface_onnx_bytes
 from detector.manifest import Manifest, load_manifest
 from detector.result import DetectionResult, FaceEvidence, FrameEvidence, Label, MediaInfo
 from detector.runtime import DEVICES, cpu_threads, make_session
@@ -125,9 +125,9 @@ class Detector:
     def _detect_frame(self, index: int, ts: float, rgb: np.ndarray, crops: list, timings,
                       tracks: list | None = None, still: bool = False) -> FrameEvidence:
         """Faces of one frame, their crops appended to `crops`. A `still` (a photo) is detected at
-        a larger side when it is large (faces.still_side), a video frame at the detector's."""
+        a larger side when it is large (FaceDetector.photo_side), a video frame at the detector's."""
         t = time.perf_counter()
-        side = still_side(*rgb.shape[:2], base=self.face_detector.max_side) if still else None
+        side = self.face_detector.photo_side(*rgb.shape[:2]) if still else None
         faces = self.face_detector.detect(rgb, side)
         t2 = time.perf_counter()
         timings["detect"] += (t2 - t) * 1000

@@ -15,7 +15,6 @@ from PIL import Image
 from detector import Label, media
 from detector.aggregate import _logit, face_tracks, item_score, label_for, track_score, video_score
 from detector.crops import crop_face, crop_transform
-from detector.faces import still_side
 from detector.manifest import ManifestError, load_manifest
 from detector.pipeline import Detector
 from detector.result import DetectionResult, FaceEvidence, FrameEvidence
@@ -69,10 +68,11 @@ def test_a_phone_sized_group_photo_has_its_small_faces_found_and_judged(detector
     assert res.label != Label.NO_FACE
 
 
-def test_detection_side_grows_for_large_photos_only():
-    assert still_side(360, 640) == still_side(720, 1280) == 640
-    assert still_side(1080, 1920) == 960  # shrunk 2x: its 32 px faces are 16 px for RetinaFace
-    assert still_side(1440, 2560) == still_side(2250, 4000) == still_side(6000, 8000) == 1280
+def test_detection_side_grows_for_large_photos_only(detector):
+    side = detector.face_detector.photo_side
+    assert side(360, 640) == side(720, 1280) == 640
+    assert side(1080, 1920) == 960  # shrunk 2x: its 32 px faces are 16 px for RetinaFace
+    assert side(1440, 2560) == side(2250, 4000) == side(6000, 8000) == 1280
 
 
 def test_a_face_of_26_px_is_judged_not_skipped(detector):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from detector import limits
 from training import data as D
 from training import sbi
 
@@ -18,8 +19,8 @@ def jitter_box(box: np.ndarray, rng: np.random.Generator, amount: float = 0.04) 
     return (box + rng.uniform(-amount, amount, 4) * s).astype(np.float32)
 
 
-SMALL_FACE_PX = (24.0, 48.0)
-"""Face widths of a `small` training view (the runtime judges faces from 24 px)."""
+SMALL_FACE_PX = (float(limits.MIN_FACE_PIXELS), 2.0 * limits.MIN_FACE_PIXELS)
+"""Face widths of a `small` training view: from the smallest face the runtime judges to twice it."""
 
 
 def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int, margin: float,
