@@ -75,15 +75,50 @@ def enqueue_segment(settings: Settings, connection: Redis, segment_id: str) -> J
 
 _LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
+HOLDING_PREFIX = "verity:holding:"
+"""A worker's own list: the job it took from a queue and has not started yet (workers/lease.py)."""
+LEASED_WORKERS_KEY = "verity:leased-workers"
+"""The names of the workers that may hold a job in their own list."""
+
+
+def holding_key(worker_name: str) -> str:
+    return HOLDING_PREFIX + worker_name
+
+
+# Atomic, so that a job moving from its queue to a worker's list (or back) is seen in one of them.
+_WAITS_SOMEWHERE = """
+local keys = {KEYS[1], KEYS[2]}
+for _, worker in ipairs(redis.call('smembers', KEYS[3])) do
+    table.insert(keys, ARGV[2] .. worker)
+end
+for _, key in ipairs(keys) do
+    if redis.call('lpos', key, ARGV[1]) then
+        return 1
+    end
+end
+return 0
+"""
+
 
 def live_job_status(connection: Redis, job_id: str) -> str | None:
-    """The job's status when it is queued, running or waiting for a retry; None otherwise."""
+    """The job's status when it is queued, running or waiting for a retry; None otherwise.
+    A job whose record says queued but which waits in no list (its queue, RQ's intermediate
+    list, a worker's own list) was lost by Redis or by a worker: it is not live, so the
+    reconcilers enqueue it again."""
     try:
         job = Job.fetch(job_id, connection=connection, serializer="json")
     except NoSuchJobError:
         return None
     status = job.get_status(refresh=False)
-    return str(status) if status in _LIVE else None
+    if status not in _LIVE:
+        return None
+    if status == JobStatus.QUEUED:
+        queue_key = Queue.redis_queue_namespace_prefix + job.origin
+        if not connection.eval(_WAITS_SOMEWHERE, 3, queue_key, f"{queue_key}:intermediate", LEASED_WORKERS_KEY,
+                               job_id, HOLDING_PREFIX):
+            log.warning("job %s is queued in no queue (lost by Redis or a worker): not live", job_id)
+            return None
+    return str(status)
 
 
 WORKER_INFO_PREFIX = "verity:worker-info:"

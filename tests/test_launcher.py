@@ -400,8 +400,35 @@ def test_ctrl_c_stops_everything_every_time_and_loses_no_accepted_upload(tmp_pat
 
     try:
         wait_for(all_decided, 120, f"verdicts for the {len(accepted)} accepted uploads")
-    finally:
+    except AssertionError as e:
+        stuck = _where_are(base, data_dir, accepted)
+        out = _stop(proc)
+        raise AssertionError(f"{e}\nundecided uploads: {stuck}\nlast output:\n{out[-4000:]}") from None
+    else:
         _stop(proc)
+
+
+def _where_are(base: str, data_dir: Path, upload_ids: list[str]) -> list[dict]:
+    """For a failure message: each undecided upload's status and what RQ knows of its job."""
+    from redis import Redis
+    from rq.job import Job
+
+    redis = Redis.from_url((data_dir / "redis.url").read_text().strip())
+    found = []
+    for uid in upload_ids:
+        body = json.loads(_get(f"{base}/api/v1/uploads/{uid}")[1] or b"{}")
+        if body.get("status") not in ("queued", "analyzing"):
+            continue
+        try:
+            job = Job.fetch(uid, connection=redis, serializer="json")
+            rq = {"job": job.get_status(refresh=True), "worker": job.worker_name, "retries_left": job.retries_left,
+                  "ended_at": str(job.ended_at), "exc": (job.exc_info or "")[-300:]}
+        except Exception as e:  # noqa: BLE001 - a diagnosis reports whatever it finds
+            rq = {"job": f"none ({type(e).__name__})"}
+        keys = sorted(k.decode() for k in redis.keys("rq:*") if b"registry" in k or b"lock" in k)
+        found.append({"id": uid, "status": body.get("status"), "updated_at": body.get("updated_at"), **rq,
+                      "rq_keys": keys})
+    return found
 
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path, shared_detector):

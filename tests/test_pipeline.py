@@ -122,6 +122,27 @@ def test_reconciler_re_enqueues_a_job_redis_lost(app, client, run_jobs, settings
     assert client.get(f"/api/v1/uploads/{uid}").get_json()["status"] == "cleared"
 
 
+def test_reconciler_re_enqueues_a_job_a_worker_lost_between_queue_and_start(app, client, run_jobs, settings,
+                                                                            redis_conn):
+    """RQ's BLPOP over several queues, and a worker stopped right after it, left a job whose record
+    says queued in no queue: nothing would ever run it. A job in a worker's own list is not lost."""
+    from core.queue import LEASED_WORKERS_KEY, holding_key
+    from workers.reconcile import reconcile
+
+    uid = post(client, jpeg_bytes(no_face_image()))
+    queue_key = f"rq:queue:{settings.queue_name}"
+    db, lifecycle = app.extensions["verity.db"], app.extensions["verity.lifecycle"]
+    redis_conn.sadd(LEASED_WORKERS_KEY, "busy-worker")
+    redis_conn.lmove(queue_key, holding_key("busy-worker"))  # taken, about to start
+    assert reconcile(settings, db, lifecycle, redis_conn, stuck_after=0) == []
+    redis_conn.delete(holding_key("busy-worker"))  # ...and lost
+    assert redis_conn.lrange(queue_key, 0, -1) == []
+    assert reconcile(settings, db, lifecycle, redis_conn, stuck_after=0) == [uid]
+    assert redis_conn.lrange(queue_key, 0, -1) == [uid.encode()]
+    run_jobs()
+    assert client.get(f"/api/v1/uploads/{uid}").get_json()["status"] == "cleared"
+
+
 def test_page_status_hides_the_score_when_configured(settings, redis_conn, run_jobs):
     from app import create_app
 

@@ -1,5 +1,6 @@
 """A SIGKILLed worker's job is handed back within seconds of its lease lapsing, not after the job
-timeout + 60 s that RQ alone needs for a SimpleWorker (workers/lease.py)."""
+timeout + 60 s that RQ alone needs for a SimpleWorker; and a job a worker had taken from its
+queue but not yet started is never lost, however the worker stops (workers/lease.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,136 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mediagen import REPO
-from rq import Queue, Retry
+from rq import Queue, Retry, SimpleWorker
+from rq.exceptions import StopRequested
 from rq.job import Job, JobStatus
 from rq.registry import clean_registries
 from waits import wait_for
 
-from workers.lease import LEASE_TTL_SECONDS, expire_dead_executions, lease_key, leased_mark_key
+from workers.context import configure
+from workers.lease import (
+    LEASE_TTL_SECONDS,
+    LEASED_WORKERS_KEY,
+    SWEEP_SECONDS,
+    ContextWorker,
+    expire_dead_executions,
+    holding_key,
+    lease_key,
+    leased_mark_key,
+)
+
+FIRST, SECOND = "verity-test-urgent", "verity-test-later"
+
+
+class TwoQueues(ContextWorker):
+    """A leased worker on two queues, the first first, as the detector workers (live, then uploads)."""
+
+    @classmethod
+    def queues_to_take(cls, settings) -> list[str]:
+        return [FIRST, SECOND]
+
+
+class StoppedAsItTakes:
+    """The Ctrl-C that lands after the job left its queue and before it is started: RQ's signal
+    handler raises StopRequested wherever the worker is (here, as it goes to run the job)."""
+
+    def execute_job(self, job, queue):
+        raise StopRequested()
+
+
+class LeasedStoppedAsItTakes(StoppedAsItTakes, TwoQueues):
+    pass
+
+
+class RQStoppedAsItTakes(StoppedAsItTakes, SimpleWorker):
+    pass
+
+
+def _where(redis_conn, job_id: str) -> dict:
+    queues = {name: [j.decode() for j in redis_conn.lrange(f"rq:queue:{name}", 0, -1)] for name in (FIRST, SECOND)}
+    return {"status": Job.fetch(job_id, connection=redis_conn, serializer="json").get_status(),
+            "queued_at": [name for name, ids in queues.items() if job_id in ids],
+            "first_in_line": queues[SECOND][:1] == [job_id]}
+
+
+@pytest.mark.parametrize("worker_class", [RQStoppedAsItTakes, LeasedStoppedAsItTakes])
+def test_a_stop_as_a_worker_takes_a_job_puts_the_job_back(settings, redis_conn, worker_class):
+    """RQ alone (BLPOP over two queues) loses the job: status queued, in no queue, so neither RQ
+    nor the reconciler ever runs it. A Verity worker puts it back at the head of its queue."""
+    later = Queue(SECOND, connection=redis_conn, serializer="json")
+    job, behind = later.enqueue("time.sleep", 0), later.enqueue("time.sleep", 0)
+    queues = [Queue(n, connection=redis_conn, serializer="json") for n in (FIRST, SECOND)]
+    if worker_class is RQStoppedAsItTakes:
+        worker = worker_class(queues, connection=redis_conn, serializer="json")
+    else:
+        worker = worker_class(context=configure(settings))
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    where = _where(redis_conn, job.id)
+    if worker_class is RQStoppedAsItTakes:
+        assert where == {"status": JobStatus.QUEUED, "queued_at": [], "first_in_line": False}  # lost
+        return
+    assert where == {"status": JobStatus.QUEUED, "queued_at": [SECOND], "first_in_line": True}
+    assert _where(redis_conn, behind.id)["queued_at"] == [SECOND]
+    assert not redis_conn.exists(holding_key(worker.name))
+    TwoQueues(context=configure(settings)).work(burst=True, with_scheduler=False, logging_level="WARNING")
+    assert Job.fetch(job.id, connection=redis_conn, serializer="json").get_status() == JobStatus.FINISHED
+
+
+def test_a_worker_takes_the_first_queue_first_and_leaves_nothing_held(settings, redis_conn):
+    first = Queue(FIRST, connection=redis_conn, serializer="json")
+    later = Queue(SECOND, connection=redis_conn, serializer="json")
+    jobs = [later.enqueue("time.sleep", 0), first.enqueue("time.sleep", 0)]
+    worker = TwoQueues(context=configure(settings))
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    ended = sorted(jobs, key=lambda j: Job.fetch(j.id, connection=redis_conn, serializer="json").ended_at)
+    assert [j.origin for j in ended] == [FIRST, SECOND]
+    assert not redis_conn.exists(holding_key(worker.name))
+    assert worker.name.encode() not in redis_conn.smembers(LEASED_WORKERS_KEY)  # it stopped: nothing to sweep
+
+
+DIES_AS_IT_TAKES = """
+import os, signal, sys
+sys.path.insert(0, "tests")
+from test_worker_lease import TwoQueues
+
+class Dies(TwoQueues):
+    def execute_job(self, job, queue):
+        print("taken", job.id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Dies().work(with_scheduler=False)
+"""
+
+
+def test_a_worker_killed_as_it_takes_a_job_has_it_put_back_by_a_live_worker(settings, redis_conn, tmp_path):
+    later = Queue(SECOND, connection=redis_conn, serializer="json")
+    job = later.enqueue("time.sleep", 0)
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+           "VERITY_DATA_DIR": str(settings.data_dir)}
+    out = subprocess.run([sys.executable, "-c", DIES_AS_IT_TAKES], cwd=REPO, env=env, capture_output=True, check=False,
+                         text=True, timeout=120)
+    assert out.returncode == -signal.SIGKILL and f"taken {job.id}" in out.stdout, out.stderr[-2000:]
+    killed_at = time.monotonic()
+    assert _where(redis_conn, job.id)["queued_at"] == []  # in the dead worker's hand only
+    live = TwoQueues(context=configure(settings))
+    live.register_birth()
+    try:
+        assert live._sweep() == [] and _where(redis_conn, job.id)["queued_at"] == []  # its lease still runs
+
+        def put_back():
+            live._sweep()
+            return _where(redis_conn, job.id)["queued_at"] == [SECOND]
+
+        wait_for(put_back, LEASE_TTL_SECONDS + SWEEP_SECONDS + 10, "the dead worker's job to be queued again",
+                 interval=SWEEP_SECONDS)
+        print(f"\njob queued again {time.monotonic() - killed_at:.1f} s after the SIGKILL")
+    finally:
+        live.register_death()
+    assert Job.fetch(job.id, connection=redis_conn, serializer="json").retries_left is None  # no retry spent
+    TwoQueues(context=configure(settings)).work(burst=True, with_scheduler=False, logging_level="WARNING")
+    assert Job.fetch(job.id, connection=redis_conn, serializer="json").get_status() == JobStatus.FINISHED
 
 
 def test_a_killed_workers_job_is_retried_once_its_lease_lapses(settings, redis_conn, tmp_path):

@@ -1,5 +1,5 @@
-"""A short liveness lease per worker, so that a SIGKILLed worker's job is retried within about a
-maintenance interval instead of after the job timeout + 60 s.
+"""A short liveness lease per worker, so that a SIGKILLed worker's job is retried within about
+LEASE_TTL_SECONDS + SWEEP_SECONDS instead of after the job timeout + 60 s.
 
 Why it is needed: a SimpleWorker runs its job in its own main thread, so RQ cannot heartbeat during
 the job; RQ therefore registers each execution for the job timeout + 60 s, and only after that
@@ -10,9 +10,21 @@ How: each leased worker keeps `verity:lease:<name>` alive (TTL `LEASE_TTL_SECOND
 daemon thread that does nothing else (onnxruntime, Pillow and PyAV release the GIL, so it runs
 during a job), and marks itself `verity:leased:<name>` for much longer. At maintenance, an
 execution in the started registry whose worker is marked leased but whose lease is gone belongs to
-a dead worker: its score is set to "expired", and RQ's own cleanup then retries it (Retry) or
+a dead worker: its score is set to "expired", and RQ's own cleanup, run at once, retries it (Retry) or
 fails it (failure callback -> review), exactly as for a job that timed out. Workers that never
 took a lease (a plain `rq worker`) are left to RQ's timeout.
+
+A job between the queue and the started registry is never in nobody's hands. RQ takes a job from
+several queues with BLPOP, which removes it from Redis before the worker has recorded it anywhere:
+a worker stopped (Ctrl-C raises StopRequested inside the blocking read) or killed in that moment
+lost the job for good, its status still "queued" in no queue, so that not even the reconciler
+took it up again (tests/test_worker_lease.py reproduces it). So a leased worker takes each job
+with LMOVE/BLMOVE into its own list, `verity:holding:<name>` (`HoldingQueue`), and the transaction
+that puts the job in the started registry also takes it out of that list. A worker that stops
+puts what it holds back at the head of its queue; a dead worker's list is put back by the next
+sweep of any live worker. Sweeps run every `SWEEP_SECONDS`, between jobs and while idle, not only
+at RQ's maintenance interval, so a dead worker's job is taken up again within about
+LEASE_TTL_SECONDS + SWEEP_SECONDS of its death.
 """
 
 from __future__ import annotations
@@ -20,11 +32,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+import uuid
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
-from rq.utils import as_text
+from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.job import Job
+from rq.utils import as_text, backend_class
+
+from core.queue import LEASED_WORKERS_KEY, holding_key
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +50,19 @@ LEASE_TTL_SECONDS = 15
 """A worker whose lease is older than this is dead (the thread renews it every third of it)."""
 LEASED_MARK_SECONDS = 24 * 3600
 """How long the "this worker holds leases" mark outlives its last renewal."""
+SWEEP_SECONDS = LEASE_TTL_SECONDS / 3
+"""How often each worker looks for dead workers' jobs (and how long an idle worker blocks at most)."""
+POLL_SECONDS = 0.5
+"""A worker on several queues blocks on the first (the most urgent) this long at a time, then looks
+at the others: at most this much is added to the wait of a job on a later queue when all are idle."""
+
+_PUT_BACK = """
+if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then
+    redis.call('lpush', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
 
 
 def lease_key(worker_name: str) -> str:
@@ -40,6 +71,94 @@ def lease_key(worker_name: str) -> str:
 
 def leased_mark_key(worker_name: str) -> str:
     return f"verity:leased:{worker_name}"
+
+
+def put_back_held_jobs(connection: Redis, worker_name: str) -> list[str]:
+    """Put the jobs in `worker_name`'s own list back at the head of their queues (each at most
+    once, however many workers do it at the same time); returns their ids."""
+    key = holding_key(worker_name)
+    put_back = []
+    for raw in connection.lrange(key, 0, -1):
+        job_id = as_text(raw)
+        origin = connection.hget(Job.key_for(job_id), "origin")
+        if origin is None:  # the job is gone (expired, deleted): nothing to hand back
+            connection.lrem(key, 1, job_id)
+            continue
+        queue_key = Queue.redis_queue_namespace_prefix + as_text(origin)
+        if connection.eval(_PUT_BACK, 2, key, queue_key, job_id):
+            put_back.append(job_id)
+    return put_back
+
+
+def put_back_dead_workers_jobs(connection: Redis) -> list[str]:
+    """Put back what every dead leased worker held between its queue and its started registry;
+    returns the job ids."""
+    put_back: list[str] = []
+    for raw in connection.smembers(LEASED_WORKERS_KEY):
+        worker = as_text(raw)
+        if connection.exists(lease_key(worker)):
+            continue
+        jobs = put_back_held_jobs(connection, worker)
+        if jobs:
+            log.warning("worker %s is dead (lease expired); the job(s) it was taking, %s, are queued again",
+                        worker, ", ".join(jobs))
+        put_back += jobs
+        connection.srem(LEASED_WORKERS_KEY, worker)
+    return put_back
+
+
+class HoldingQueue(Queue):
+    """A Queue whose `dequeue_any` moves the job into the worker's own list (`holding`, set by
+    `for_worker`) in the same Redis command that takes it from the queue, for one queue or
+    several (RQ moves it into a shared list for one queue and holds it nowhere for several)."""
+
+    holding: str = ""
+
+    @classmethod
+    def for_worker(cls, worker_name: str) -> type[HoldingQueue]:
+        return type(cls.__name__, (cls,), {"holding": holding_key(worker_name)})
+
+    @classmethod
+    def dequeue_any(cls, queues, timeout, connection=None, job_class=None, serializer=None,
+                    death_penalty_class=None):
+        job_cls = backend_class(cls, "job_class", override=job_class)
+        queues = list(queues)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job_id, queue = cls._take(queues, deadline, connection)
+            if job_id is None:
+                if deadline is None:
+                    return None
+                raise DequeueTimeout(timeout, [q.key for q in queues])
+            try:
+                job = job_cls.fetch(job_id, connection=connection, serializer=serializer)
+            except NoSuchJobError:
+                connection.lrem(cls.holding, 1, job_id)  # RQ, too, passes over a job that is gone
+                continue
+            except Exception:
+                connection.lrem(cls.holding, 1, job_id)  # unreadable: RQ drops it, and so do we
+                raise
+            return job, cls.from_queue_key(queue.key, connection=connection, job_class=job_cls,
+                                           serializer=serializer, death_penalty_class=death_penalty_class)
+
+    @classmethod
+    def _take(cls, queues, deadline: float | None, connection: Redis):
+        """(job id, queue), the first queue first; (None, None) when none came by the deadline
+        (at once when `deadline` is None)."""
+        while True:
+            for queue in queues:
+                raw = connection.lmove(queue.key, cls.holding)
+                if raw is not None:
+                    return as_text(raw), queue
+            if deadline is None:
+                return None, None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None, None
+            wait = left if len(queues) == 1 else min(left, POLL_SECONDS)
+            raw = connection.blmove(queues[0].key, cls.holding, max(wait, 0.01))
+            if raw is not None:
+                return as_text(raw), queues[0]
 
 
 def expire_dead_executions(connection: Redis, queues) -> list[str]:
@@ -67,9 +186,11 @@ def expire_dead_executions(connection: Redis, queues) -> list[str]:
 
 
 class LeasedWorkerMixin:
-    """For RQ worker classes (before the RQ class in the bases)."""
+    """For RQ worker classes (before the RQ class in the bases) whose queues are of
+    `HoldingQueue.for_worker(name)` (ContextWorker builds them so)."""
 
     _lease_stop: threading.Event | None = None
+    _swept_at: float = float("-inf")
 
     def _renew_lease(self) -> None:
         with self.connection.pipeline() as p:
@@ -87,6 +208,7 @@ class LeasedWorkerMixin:
     def register_birth(self, *args, **kwargs):
         super().register_birth(*args, **kwargs)
         self._renew_lease()
+        self.connection.sadd(LEASED_WORKERS_KEY, self.name)
         self._lease_stop = threading.Event()
         threading.Thread(target=self._lease_loop, args=(self._lease_stop,), name=f"lease-{self.name}",
                          daemon=True).start()
@@ -99,10 +221,47 @@ class LeasedWorkerMixin:
     def register_death(self, *args, **kwargs):
         self._end_lease()
         try:
+            held = put_back_held_jobs(self.connection, self.name)  # a stop that came as it took a job
+            if held:
+                log.info("stopping: job(s) %s queued again", ", ".join(held))
             self.connection.delete(lease_key(self.name), leased_mark_key(self.name))
+            self.connection.srem(LEASED_WORKERS_KEY, self.name)
         except RedisError:
-            pass  # the lease lapses by itself
+            pass  # the lease lapses by itself, and a live worker puts back what this one held
         super().register_death(*args, **kwargs)
+
+    def set_current_job_id(self, job_id=None, pipeline=None):
+        """RQ calls this in the transaction that puts the job in the started registry: the job
+        leaves this worker's own list in that same transaction."""
+        super().set_current_job_id(job_id, pipeline=pipeline)
+        if job_id is not None:
+            (pipeline if pipeline is not None else self.connection).lrem(holding_key(self.name), 1, job_id)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """An idle worker comes round (heartbeat, sweep) at least every SWEEP_SECONDS."""
+        return max(1, min(super().dequeue_timeout, int(SWEEP_SECONDS)))
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        """RQ's schedule, and also at once when the sweep (every SWEEP_SECONDS) found a dead
+        worker's execution: RQ's registry cleanup then retries it now, not a maintenance later."""
+        if super().should_run_maintenance_tasks:
+            return True
+        if time.monotonic() - self._swept_at < SWEEP_SECONDS:
+            return False
+        return bool(self._sweep())
+
+    def _sweep(self) -> list[str]:
+        """Put back dead workers' held jobs; mark their executions expired (returned: RQ's
+        cleanup acts on those)."""
+        self._swept_at = time.monotonic()
+        try:
+            put_back_dead_workers_jobs(self.connection)
+            return expire_dead_executions(self.connection, self.queues)
+        except RedisError:
+            log.exception("could not look for dead workers' jobs; RQ's timeout still recovers them")
+            return []
 
     def work(self, *args, **kwargs):
         try:
@@ -111,10 +270,7 @@ class LeasedWorkerMixin:
             self._end_lease()  # also when work() ends by an exception (Redis lost: a new worker follows)
 
     def run_maintenance_tasks(self):
-        try:
-            expire_dead_executions(self.connection, self.queues)
-        except RedisError:
-            log.exception("could not look for dead workers' jobs; RQ's timeout still recovers them")
+        self._sweep()
         super().run_maintenance_tasks()
 
 
@@ -128,8 +284,11 @@ class ContextWorker(LeasedWorkerMixin, SimpleWorker):
 
         self.ctx = context or get_context()
         s = self.ctx.settings
-        if queues is None:
-            queues = [Queue(name, connection=self.ctx.redis, serializer="json") for name in self.queues_to_take(s)]
+        kwargs["name"] = kwargs.get("name") or uuid.uuid4().hex  # RQ's default name, known before RQ's init
+        queue_class = HoldingQueue.for_worker(kwargs["name"])
+        names = self.queues_to_take(s) if queues is None else [getattr(q, "name", q) for q in queues]
+        queues = [queue_class(name, connection=self.ctx.redis, serializer="json") for name in names]
+        kwargs["queue_class"] = queue_class
         kwargs.setdefault("connection", self.ctx.redis)
         kwargs.setdefault("serializer", "json")
         kwargs.setdefault("maintenance_interval", s.maintenance_interval)

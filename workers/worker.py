@@ -7,7 +7,7 @@ either every job rebuilds the sessions (seconds per job) or the parent builds th
 it is covered: no per-job horse isolation (media decode is capped by the detector; a crash kills
 the worker process, `verity worker` restarts it, and RQ's maintenance + Retry re-runs the job) and
 no RQ heartbeat during a job (workers/lease.py keeps a liveness lease from a thread instead, so a
-dead worker's job is handed back within about a maintenance interval).
+dead worker's job is handed back within about 20 s of its death).
 
 The detector is built in `__init__`, i.e. in the process that will use it: `verity worker -n N`
 starts N separate processes, and `rq worker-pool -w workers.worker.DetectorWorker` forks before it
