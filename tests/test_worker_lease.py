@@ -87,6 +87,22 @@ def test_a_stop_as_a_worker_takes_a_job_puts_the_job_back(settings, redis_conn, 
     assert Job.fetch(job.id, connection=redis_conn, serializer="json").get_status() == JobStatus.FINISHED
 
 
+class StopAsItIsRead(Job):
+    """The stop that lands while the worker reads the record of the job it has just taken."""
+
+    @classmethod
+    def fetch(cls, *args, **kwargs):
+        raise StopRequested()
+
+
+def test_a_stop_as_a_worker_reads_the_job_it_took_puts_the_job_back(settings, redis_conn):
+    later = Queue(SECOND, connection=redis_conn, serializer="json")
+    job = later.enqueue("time.sleep", 0)
+    worker = TwoQueues(context=configure(settings), job_class=StopAsItIsRead)
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    assert _where(redis_conn, job.id) == {"status": JobStatus.QUEUED, "queued_at": [SECOND], "first_in_line": True}
+
+
 def test_a_worker_takes_the_first_queue_first_and_leaves_nothing_held(settings, redis_conn):
     first = Queue(FIRST, connection=redis_conn, serializer="json")
     later = Queue(SECOND, connection=redis_conn, serializer="json")

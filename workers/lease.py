@@ -135,9 +135,8 @@ class HoldingQueue(Queue):
             except NoSuchJobError:
                 connection.lrem(cls.holding, 1, job_id)  # RQ, too, passes over a job that is gone
                 continue
-            except Exception:
-                connection.lrem(cls.holding, 1, job_id)  # unreadable: RQ drops it, and so do we
-                raise
+            # Anything else (a stop that lands here, Redis gone) leaves the job in this worker's
+            # list: put back when the worker stops, or by a sweep when it died.
             return job, cls.from_queue_key(queue.key, connection=connection, job_class=job_cls,
                                            serializer=serializer, death_penalty_class=death_penalty_class)
 
