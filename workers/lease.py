@@ -195,6 +195,7 @@ class LeasedWorkerMixin:
         with self.connection.pipeline() as p:
             p.set(lease_key(self.name), os.getpid(), ex=LEASE_TTL_SECONDS)
             p.set(leased_mark_key(self.name), 1, ex=LEASED_MARK_SECONDS)
+            p.sadd(LEASED_WORKERS_KEY, self.name)  # again after a sweep took a lapsed lease for a death
             p.execute()
 
     def _lease_loop(self, stop: threading.Event) -> None:
@@ -207,7 +208,6 @@ class LeasedWorkerMixin:
     def register_birth(self, *args, **kwargs):
         super().register_birth(*args, **kwargs)
         self._renew_lease()
-        self.connection.sadd(LEASED_WORKERS_KEY, self.name)
         self._lease_stop = threading.Event()
         threading.Thread(target=self._lease_loop, args=(self._lease_stop,), name=f"lease-{self.name}",
                          daemon=True).start()
