@@ -414,6 +414,7 @@ def _where_are(base: str, data_dir: Path, upload_ids: list[str]) -> list[dict]:
     from rq.job import Job
 
     redis = Redis.from_url((data_dir / "redis.url").read_text().strip())
+    keys = sorted(k.decode() for k in redis.keys("rq:*") if b"registry" in k or b"lock" in k)
     found = []
     for uid in upload_ids:
         body = json.loads(_get(f"{base}/api/v1/uploads/{uid}")[1] or b"{}")
@@ -425,7 +426,6 @@ def _where_are(base: str, data_dir: Path, upload_ids: list[str]) -> list[dict]:
                   "ended_at": str(job.ended_at), "exc": (job.exc_info or "")[-300:]}
         except Exception as e:  # noqa: BLE001 - a diagnosis reports whatever it finds
             rq = {"job": f"none ({type(e).__name__})"}
-        keys = sorted(k.decode() for k in redis.keys("rq:*") if b"registry" in k or b"lock" in k)
         found.append({"id": uid, "status": body.get("status"), "updated_at": body.get("updated_at"), **rq,
                       "rq_keys": keys})
     return found

@@ -269,7 +269,8 @@ class LeasedWorkerMixin:
             self._end_lease()  # also when work() ends by an exception (Redis lost: a new worker follows)
 
     def run_maintenance_tasks(self):
-        self._sweep()
+        if time.monotonic() - self._swept_at >= SWEEP_SECONDS:  # not again when a sweep just asked for it
+            self._sweep()
         super().run_maintenance_tasks()
 
 
