@@ -25,6 +25,7 @@ from workers.lease import (
     SWEEP_SECONDS,
     ContextWorker,
     expire_dead_executions,
+    hand_back_dead_executions,
     holding_key,
     lease_key,
     leased_mark_key,
@@ -205,3 +206,25 @@ def test_workers_without_a_lease_are_left_to_rqs_timeout(redis_conn, settings):
     redis_conn.hset(f"rq:execution:{composite}", mapping={"worker_name": "plain-rq-worker"})
     assert expire_dead_executions(redis_conn, [queue]) == []
     assert redis_conn.zscore(queue.started_job_registry.key, composite) > time.time()
+
+
+def test_a_dead_workers_execution_is_handed_back_only_under_the_registry_lock(redis_conn, settings):
+    """A registry cleanup ends by removing every expired entry, read or not: an execution expired
+    while another worker cleaned was dropped unretried, its job `started` for ever. So the sweep
+    expires one only while it holds RQ's registry-cleaning lock, and retries it then and there."""
+    queue = Queue(settings.queue_name, connection=redis_conn, serializer="json")
+    job = queue.enqueue("time.sleep", 0, retry=Retry(max=1))
+    assert queue.pop_job_id() == job.id  # taken by a worker ...
+    composite = f"{job.id}:exec1"
+    redis_conn.zadd(queue.started_job_registry.key, {composite: time.time() + 600})
+    redis_conn.hset(f"rq:execution:{composite}", mapping={"worker_name": "dead-worker"})
+    redis_conn.set(leased_mark_key("dead-worker"), 1)  # ... that held a lease, now lapsed
+    job.set_status(JobStatus.STARTED)
+    assert queue.acquire_maintenance_lock()  # another worker is cleaning this queue
+    assert hand_back_dead_executions(redis_conn, [queue]) == []
+    assert redis_conn.zscore(queue.started_job_registry.key, composite) > time.time()  # left for later
+    queue.release_maintenance_lock()
+    assert hand_back_dead_executions(redis_conn, [queue]) == [job.id]
+    assert job.id in queue.job_ids
+    assert Job.fetch(job.id, connection=redis_conn, serializer="json").retries_left == 0
+    assert redis_conn.zcard(queue.started_job_registry.key) == 0

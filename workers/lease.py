@@ -8,10 +8,11 @@ measures it). With the production job timeout (600 s), an upload held by a kille
 
 How: each leased worker keeps `verity:lease:<name>` alive (TTL `LEASE_TTL_SECONDS`) from a
 daemon thread that does nothing else (onnxruntime, Pillow and PyAV release the GIL, so it runs
-during a job), and marks itself `verity:leased:<name>` for much longer. At maintenance, an
+during a job), and marks itself `verity:leased:<name>` for much longer. At each sweep, an
 execution in the started registry whose worker is marked leased but whose lease is gone belongs to
-a dead worker: its score is set to "expired", and RQ's own cleanup, run at once, retries it (Retry) or
-fails it (failure callback -> review), exactly as for a job that timed out. Workers that never
+a dead worker: its score is set to "expired", and RQ's own cleanup, run at once under RQ's
+registry-cleaning lock, retries it (Retry) or fails it (failure callback -> review), exactly as
+for a job that timed out. Workers that never
 took a lease (a plain `rq worker`) are left to RQ's timeout.
 
 A job between the queue and the started registry is never in nobody's hands. RQ takes a job from
@@ -160,10 +161,30 @@ class HoldingQueue(Queue):
                 return as_text(raw), queues[0]
 
 
+def hand_back_dead_executions(connection: Redis, queues, exception_handlers=None) -> list[str]:
+    """Expire dead leased workers' executions and have RQ's `StartedJobRegistry.cleanup` retry
+    them (or fail them: callback -> review) at once, queue by queue, under RQ's registry-cleaning
+    lock; returns their job ids. The lock matters: a cleanup ends by removing every expired entry,
+    read or not, so an entry expired while another worker cleaned was dropped unretried, its job
+    `started` for ever (a chaos run caught it). A queue whose lock is taken waits for the next sweep."""
+    handed: list[str] = []
+    for queue in queues:
+        if not queue.acquire_maintenance_lock():
+            continue
+        try:
+            dead = expire_dead_executions(connection, [queue])
+            if dead:
+                queue.started_job_registry.cleanup(exception_handlers=exception_handlers)
+            handed += dead
+        finally:
+            queue.release_maintenance_lock()
+    return handed
+
+
 def expire_dead_executions(connection: Redis, queues) -> list[str]:
     """Mark the executions of dead leased workers as expired in each queue's started registry;
-    returns their job ids. RQ's `StartedJobRegistry.cleanup` (run next by the maintenance) then
-    handles them as abandoned."""
+    returns their job ids. RQ's `StartedJobRegistry.cleanup` then handles them as abandoned; the
+    caller holds the queue's registry-cleaning lock (`hand_back_dead_executions`)."""
     dead: list[str] = []
     for queue in queues:
         registry = queue.started_job_registry
@@ -243,21 +264,19 @@ class LeasedWorkerMixin:
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
-        """RQ's schedule, and also at once when the sweep (every SWEEP_SECONDS) found a dead
-        worker's execution: RQ's registry cleanup then retries it now, not a maintenance later."""
+        """RQ's schedule; in between, RQ's loop asks this often enough for a sweep every SWEEP_SECONDS."""
         if super().should_run_maintenance_tasks:
             return True
-        if time.monotonic() - self._swept_at < SWEEP_SECONDS:
-            return False
-        return bool(self._sweep())
+        if time.monotonic() - self._swept_at >= SWEEP_SECONDS:
+            self._sweep()
+        return False
 
     def _sweep(self) -> list[str]:
-        """Put back dead workers' held jobs; mark their executions expired (returned: RQ's
-        cleanup acts on those)."""
+        """Put back dead workers' held jobs, and hand back their started ones (returned)."""
         self._swept_at = time.monotonic()
         try:
             put_back_dead_workers_jobs(self.connection)
-            return expire_dead_executions(self.connection, self.queues)
+            return hand_back_dead_executions(self.connection, self.queues, self._exc_handlers)
         except RedisError:
             log.exception("could not look for dead workers' jobs; RQ's timeout still recovers them")
             return []
@@ -269,8 +288,7 @@ class LeasedWorkerMixin:
             self._end_lease()  # also when work() ends by an exception (Redis lost: a new worker follows)
 
     def run_maintenance_tasks(self):
-        if time.monotonic() - self._swept_at >= SWEEP_SECONDS:  # not again when a sweep just asked for it
-            self._sweep()
+        self._sweep()
         super().run_maintenance_tasks()
 
 

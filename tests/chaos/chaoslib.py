@@ -314,7 +314,22 @@ class Service:
         logs = "\n".join(f"--- {n} ---\n{self.tail(n, 2500)}" for n in ("workers", "web", "webhooks")
                          if n in self.logs)
         return (f"stuck uploads: {stuck[:10]}\nrq workers: {workers}\nqueue depth: {self.queue_depth()}\n"
-                f"{logs}")
+                f"their jobs: {self.rq_state([u for u, _, _ in stuck[:10]])}\n{logs}")
+
+    def rq_state(self, job_ids: list[str]) -> dict:
+        """What RQ holds of these jobs, and its locks and registries (for a failure message)."""
+        try:
+            r = self.redis()
+            jobs = {j: {k.decode(): v.decode()[:80] for k, v in r.hgetall(f"rq:job:{j}").items()
+                        if k in (b"status", b"worker_name", b"retries_left", b"started_at", b"ended_at")}
+                    for j in job_ids}
+            keys = {k.decode(): (r.type(k).decode(), r.ttl(k)) for k in r.scan_iter("rq:*")
+                    if b"registry" in k or b"lock" in k or b"clean" in k}
+            started = {k: [e.decode() for e in r.zrange(k, 0, -1, withscores=False)] for k in keys
+                       if "started" in k}
+            return {"jobs": jobs, "keys": keys, "started": started}
+        except (RedisError, OSError) as e:
+            return {"redis": str(e)}
 
     def ledger(self, accepted_ids: list[str] | None = None) -> Ledger:
         return Ledger.read(self, accepted_ids or [])
