@@ -8,6 +8,7 @@ from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 
 from core import defaults
 from core.settings import Settings
@@ -85,40 +86,65 @@ def holding_key(worker_name: str) -> str:
     return HOLDING_PREFIX + worker_name
 
 
-# Atomic, so that a job moving from its queue to a worker's list (or back) is seen in one of them.
-_WAITS_SOMEWHERE = """
-local keys = {KEYS[1], KEYS[2]}
-for _, worker in ipairs(redis.call('smembers', KEYS[3])) do
-    table.insert(keys, ARGV[2] .. worker)
+# Atomic, so that a job moving from its queue to a worker's list, to the started registry and to
+# its end is seen in one of them: it reads the job's status and looks for the job in one script.
+# KEYS: the job's hash, its queue, RQ's intermediate list, the leased-workers set, the started
+# registry; ARGV: the job id, the prefix of a worker's own list. Returns the status, or "lost".
+_WHERE_IS_IT = """
+local status = redis.call('hget', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'started' then
+    return status
 end
-for _, key in ipairs(keys) do
+local prefix = ARGV[1] .. ':'
+local cursor = '0'
+repeat
+    local page = redis.call('zscan', KEYS[5], cursor, 'COUNT', 100)
+    cursor = page[1]
+    for i = 1, #page[2], 2 do
+        if string.sub(page[2][i], 1, #prefix) == prefix then
+            return status
+        end
+    end
+until cursor == '0'
+if status == 'started' then
+    return 'lost'
+end
+local lists = {KEYS[2], KEYS[3]}
+for _, worker in ipairs(redis.call('smembers', KEYS[4])) do
+    table.insert(lists, ARGV[2] .. worker)
+end
+for _, key in ipairs(lists) do
     if redis.call('lpos', key, ARGV[1]) then
-        return 1
+        return status
     end
 end
-return 0
+return 'lost'
 """
 
 
 def live_job_status(connection: Redis, job_id: str) -> str | None:
     """The job's status when it is queued, running or waiting for a retry; None otherwise.
-    A job whose record says queued but which waits in no list (its queue, RQ's intermediate
-    list, a worker's own list) was lost by Redis or by a worker: it is not live, so the
-    reconcilers enqueue it again."""
+
+    A job recorded queued that waits in no list (its queue, RQ's intermediate list, a worker's
+    own list) and runs nowhere (its queue's started registry), or recorded started that runs
+    nowhere, was lost by Redis or by a worker: it is not live, so the reconcilers enqueue it
+    again. (RQ puts a job in the started registry before it records it started: a job between
+    the two is queued and running, and live.)"""
     try:
         job = Job.fetch(job_id, connection=connection, serializer="json")
     except NoSuchJobError:
         return None
-    status = job.get_status(refresh=False)
-    if status not in _LIVE:
+    if job.get_status(refresh=False) not in _LIVE:
         return None
-    if status == JobStatus.QUEUED:
-        queue_key = Queue.redis_queue_namespace_prefix + job.origin
-        if not connection.eval(_WAITS_SOMEWHERE, 3, queue_key, f"{queue_key}:intermediate", LEASED_WORKERS_KEY,
-                               job_id, HOLDING_PREFIX):
-            log.warning("job %s is queued in no queue (lost by Redis or a worker): not live", job_id)
-            return None
-    return str(status)
+    queue_key = Queue.redis_queue_namespace_prefix + job.origin
+    status = connection.eval(_WHERE_IS_IT, 5, job.key, queue_key, f"{queue_key}:intermediate", LEASED_WORKERS_KEY,
+                             StartedJobRegistry(job.origin, connection=connection).key, job_id, HOLDING_PREFIX)
+    status = status.decode() if isinstance(status, bytes) else status
+    if status == "lost":
+        log.warning("job %s is recorded %s but waits and runs nowhere (lost by Redis or a worker): not live",
+                    job_id, job.get_status(refresh=False))
+        return None
+    return status if status in _LIVE else None
 
 
 WORKER_INFO_PREFIX = "verity:worker-info:"

@@ -143,6 +143,36 @@ def test_reconciler_re_enqueues_a_job_a_worker_lost_between_queue_and_start(app,
     assert client.get(f"/api/v1/uploads/{uid}").get_json()["status"] == "cleared"
 
 
+def test_reconciler_re_enqueues_a_job_recorded_started_that_runs_nowhere(app, client, run_jobs, settings,
+                                                                        redis_conn):
+    """RQ puts a job in its started registry, then records it started. A job in the registry is
+    live whatever its record says; a job recorded started that is in no started registry (its
+    entry dropped, its worker gone) runs nowhere, and the reconciler enqueues it again."""
+    from rq.executions import Execution
+    from rq.job import Job, JobStatus
+
+    from workers.reconcile import reconcile
+
+    uid = post(client, jpeg_bytes(no_face_image()))
+    queue_key = f"rq:queue:{settings.queue_name}"
+    db, lifecycle = app.extensions["verity.db"], app.extensions["verity.lifecycle"]
+    job = Job.fetch(uid, connection=redis_conn, serializer="json")
+    with redis_conn.pipeline() as pipe:  # a worker takes it: out of the queue, into the registry
+        pipe.lrem(queue_key, 1, uid)
+        Execution.create(job, ttl=60, pipeline=pipe, worker_name="busy-worker")
+        pipe.execute()
+    registry = job.started_job_registry
+    assert job.get_status() == JobStatus.QUEUED and len(registry) == 1
+    assert reconcile(settings, db, lifecycle, redis_conn, stuck_after=0) == []  # between the two steps
+    job.set_status(JobStatus.STARTED)
+    assert reconcile(settings, db, lifecycle, redis_conn, stuck_after=0) == []  # running
+    redis_conn.delete(registry.key)  # ...and lost
+    assert reconcile(settings, db, lifecycle, redis_conn, stuck_after=0) == [uid]
+    assert redis_conn.lrange(queue_key, 0, -1) == [uid.encode()]
+    run_jobs()
+    assert client.get(f"/api/v1/uploads/{uid}").get_json()["status"] == "cleared"
+
+
 def test_page_status_hides_the_score_when_configured(settings, redis_conn, run_jobs):
     from app import create_app
 
