@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 from detector.result import FrameEvidence, Label
 
@@ -86,6 +87,55 @@ def track_score(frames: list[FrameEvidence], offset: float = 0.0, temperature: f
     return _sigmoid((z - offset) / temperature)
 
 
+_NORMAL = NormalDist()
+
+
+def _interp(x: float, xs: list[float], ys: list[float]) -> float:
+    """Piecewise linear through (xs, ys), flat beyond the ends."""
+    if x <= xs[0]:
+        return ys[0]
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ys[-1]
+
+
+def face_standard_score(face_score: float, width: float, picture) -> float:
+    """How many standard deviations a face's logit lies above the model's real faces (of its
+    width, for size_adjusted); `picture` is model.json's PictureSpec."""
+    if picture.aggregate != "size_adjusted":
+        return (_logit(face_score) - picture.reference_mean) / picture.reference_std
+    logw = math.log(max(width, 1.0))
+    knots = [math.log(w) for w in picture.widths]
+    mean = _interp(logw, knots, picture.mean)
+    std = _interp(logw, knots, picture.std)
+    return (_logit(face_score) - mean) / std
+
+
+def picture_score(frames: list[FrameEvidence], picture) -> float | None:
+    """A still picture's score as its model says (`picture`: model.json's PictureSpec, or None).
+
+    max: the highest face score. count_adjusted / size_adjusted: the most unusual face, t standard
+    deviations above the model's real faces (of its width); with n faces in the picture the
+    chance that at least one of n real faces lies that far out is 1 - (1 - p)^n (p: the normal
+    tail beyond t); that chance is turned back into a standard score and given the real faces'
+    scale. One face keeps its score (count_adjusted); four real faces no longer have four chances
+    to cross the threshold.
+    """
+    faces = [f for fr in frames for f in fr.faces if f.fake_score is not None]
+    if not faces:
+        return None
+    if picture is None or picture.aggregate == "max":
+        return max(f.fake_score for f in faces)
+    t = max(face_standard_score(f.fake_score, f.box[2] - f.box[0], picture) for f in faces)
+    n = len(faces)
+    if n > 1:
+        tail = 0.5 * math.erfc(t / math.sqrt(2))          # P(a real face lies beyond t)
+        tail = -math.expm1(n * math.log1p(-min(tail, 1 - 1e-16)))  # ... at least one of n
+        t = -_NORMAL.inv_cdf(min(max(tail, 1e-300), 1 - 1e-16))
+    return _sigmoid(picture.reference_mean + picture.reference_std * t)
+
+
 def video_score(frames: list[FrameEvidence], top_k: int, video) -> float | None:
     """A video's item score as its model says (`video` is model.json's VideoSpec, or None: top-k)."""
     if video is None or video.aggregate == "top_k":
@@ -95,8 +145,9 @@ def video_score(frames: list[FrameEvidence], top_k: int, video) -> float | None:
 
 
 def label_for(score: float | None, threshold: float, frames: list[FrameEvidence],
-              kind: str) -> tuple[Label, list[str]]:
-    """Label and human-readable reasons. No face seen is `no_face`, never authentic."""
+              kind: str, picture_aggregate: str = "max") -> tuple[Label, list[str]]:
+    """Label and human-readable reasons. No face seen is `no_face`, never authentic.
+    `picture_aggregate`: how `picture_score` read a picture's faces (model.json `picture`)."""
     n = len(frames)
     where = "the image" if kind == "image" else f"{n} sampled frame{'s' if n != 1 else ''}"
     if score is None:
@@ -106,15 +157,26 @@ def label_for(score: float | None, threshold: float, frames: list[FrameEvidence]
     over = sum(1 for f in frames if (s := f.max_score) is not None and s >= threshold)
     seen = (f"{faces} face{'s' if faces != 1 else ''} in {with_face} of {n} frames"
             if kind == "video" else f"{faces} face{'s' if faces != 1 else ''} in the image")
+    reading = None
+    if kind != "video" and picture_aggregate != "max":
+        top = max((f.fake_score for fr in frames for f in fr.faces if f.fake_score is not None), default=0.0)
+        if picture_aggregate == "size_adjusted":
+            reading = (f"highest face score {top:.2f}, read against real faces of its size"
+                       + (f" and corrected for {faces} faces in the image" if faces > 1 else ""))
+        elif faces > 1:
+            reading = f"highest face score {top:.2f}, corrected for {faces} faces in the image"
     if score >= threshold:
-        detail = (f"{over} of {with_face} frames with a face score >= {threshold:.2f}"
-                  if kind == "video" else f"highest face score >= {threshold:.2f}")
+        if kind == "video":
+            detail = f"{over} of {with_face} frames with a face score >= {threshold:.2f}"
+        else:
+            detail = reading or f"highest face score >= {threshold:.2f}"
         return Label.SUSPECTED_FAKE, [
             f"manipulation score {score:.2f} is at or above the model's threshold {threshold:.2f}",
             detail, seen,
         ]
     return Label.LIKELY_AUTHENTIC, [
-        f"manipulation score {score:.2f} is below the model's threshold {threshold:.2f}", seen,
+        f"manipulation score {score:.2f} is below the model's threshold {threshold:.2f}",
+        *([reading] if reading else []), seen,
     ]
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_MODEL = "verity-sbi"
 """Model used when none is named (VERITY_MODEL unset)."""
@@ -97,6 +97,44 @@ class VideoSpec(BaseModel):
     """Which real videos the calibration was fitted on."""
 
 
+class PictureSpec(BaseModel):
+    """How a still picture's faces make one score (detector/aggregate.py `picture_score`).
+
+    max: the highest face score, as it is. count_adjusted: the highest face's calibrated logit,
+    read as a standard score against the model's real faces (`reference_mean`, `reference_std`),
+    is corrected for the number of faces in the picture (the chance that at least one of n real
+    faces lies that far out), then given back on the same scale: one face keeps its score, and a
+    picture of four real people no longer has four chances to cross the model's thresholds.
+    size_adjusted: the same, but each face is first read against the real faces of its own width
+    (`mean`, `std` at the face widths `widths`, linear in log width between them, flat beyond)."""
+
+    model_config = ConfigDict(extra="forbid")
+    aggregate: Literal["max", "count_adjusted", "size_adjusted"] = "max"
+    reference_mean: float = 0.0
+    reference_std: float = Field(default=1.0, gt=0)
+    """The model's real faces' calibrated logits: their mean and standard deviation."""
+    widths: list[float] = Field(default_factory=list)
+    """size_adjusted only: face-box widths in pixels (ascending) at which the real faces' logits
+    were measured, and their mean and standard deviation there."""
+    mean: list[float] = Field(default_factory=list)
+    std: list[float] = Field(default_factory=list)
+    fitted_on: str = ""
+    """Which real pictures the adjustment was fitted on."""
+
+    @model_validator(mode="after")
+    def _knots(self) -> PictureSpec:
+        if self.aggregate != "size_adjusted":
+            return self
+        n = len(self.widths)
+        if n == 0 or len(self.mean) != n or len(self.std) != n:
+            raise ValueError("size_adjusted needs widths, mean and std of the same non-zero length")
+        if any(b <= a for a, b in zip(self.widths, self.widths[1:])) or self.widths[0] <= 0:
+            raise ValueError("widths must be positive and ascending")
+        if any(v <= 0 for v in self.std):
+            raise ValueError("std must be positive")
+        return self
+
+
 class DataSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
     folder: str
@@ -132,6 +170,7 @@ class Manifest(BaseModel):
     training: dict = Field(default_factory=dict)
     metrics: dict = Field(default_factory=dict)
     video: VideoSpec = VideoSpec()
+    picture: PictureSpec = PictureSpec()
     data_licence: DataLicence | None = None
     """None for a model.json from before the field: its licence is unknown (say so, never assume)."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from detector import limits, media, occlusion, perceptual
-from detector.aggregate import item_score, label_for, occlusion_reasons, video_score, with_occlusion
+from detector.aggregate import label_for, occlusion_reasons, picture_score, video_score, with_occlusion
 from detector.classifier import Classifier
 from detector.crops import crop_face
 from detector.faces import FaceDetector, retinaface_onnx_bytes
@@ -217,7 +217,8 @@ class Detector:
                     face.fake_score = round(next(it), 4)
         timings["classify"] = (time.perf_counter() - t) * 1000
         kind = info.kind if info else "image"
-        base = video_score(frames, self.top_k, self.manifest.video) if kind == "video" else item_score(frames, self.top_k)
+        base = (video_score(frames, self.top_k, self.manifest.video) if kind == "video"
+                else picture_score(frames, self.manifest.picture))
         occ = None
         if tracks is not None and base is not None:
             t = time.perf_counter()
@@ -225,7 +226,8 @@ class Detector:
             timings["occlusion"] = (time.perf_counter() - t) * 1000
         score = with_occlusion(base, occ)
         threshold = self.manifest.thresholds.review
-        label, reasons = label_for(score, threshold, frames, info.kind if info else "image")
+        label, reasons = label_for(score, threshold, frames, kind,
+                                   picture_aggregate="max" if kind == "video" else self.manifest.picture.aggregate)
         if occ is not None and occ.checked:
             reasons = [*occlusion_reasons(occ, base, score, threshold), *reasons]
         timings["total"] = (time.perf_counter() - t0) * 1000

@@ -66,6 +66,15 @@ def test_a_phone_sized_group_photo_has_its_small_faces_found_and_judged(detector
     assert len(faces) == 4 and all(f.fake_score is not None for f in faces)
     assert sorted(round((f.box[0] + f.box[2]) / 2 / 300) for f in faces) == [5, 6, 7, 8]  # one per photo
     assert res.label != Label.NO_FACE
+    # Four real people do not get four chances at the threshold (model.json `picture`): the
+    # picture's score is its highest face's, corrected for four faces.
+    from detector.aggregate import picture_score
+
+    assert detector.manifest.picture.aggregate == "count_adjusted"
+    top = max(f.fake_score for f in faces)
+    assert res.score == pytest.approx(picture_score(res.frames, detector.manifest.picture), abs=1e-4)
+    assert res.score < top
+    assert f"highest face score {top:.2f}, corrected for 4 faces in the image" in res.reasons
 
 
 def test_detection_side_grows_for_large_photos_only(detector):
@@ -282,6 +291,72 @@ def test_video_score_follows_the_model_s_video_block():
     assert video_score(frames, 1, VideoSpec(aggregate="track_top_k", offset=_logit(0.9))) == pytest.approx(0.5)
 
 
+def _sized(width, score):
+    return FaceEvidence(box=[0, 0, width, width], landmarks=[], detection_score=0.99, fake_score=score)
+
+
+def _picture_spec(**kw):
+    from detector.manifest import PictureSpec
+
+    # real faces: 40 px ones sit at logit -2 (sd 0.5), 160 px ones at logit 0 (sd 1); reference: 0, 1
+    spec = {"aggregate": "size_adjusted", "widths": [40, 160], "mean": [-2.0, 0.0], "std": [0.5, 1.0],
+            "reference_mean": 0.0, "reference_std": 1.0}
+    return PictureSpec.model_validate({**spec, **kw})
+
+
+def test_picture_score_reads_each_face_against_real_faces_of_its_size():
+    from detector.aggregate import picture_score
+    from detector.manifest import PictureSpec
+
+    spec = _picture_spec()
+    one = [FrameEvidence(0, 0.0, [_sized(160, 0.8)])]
+    assert picture_score(one, spec) == pytest.approx(0.8)          # a typical face keeps its score
+    assert picture_score(one, PictureSpec()) == pytest.approx(0.8)  # max: as before
+    assert picture_score([FrameEvidence(0, 0.0)], spec) is None
+    # a 40 px face at logit -1 is two of its size's sds above them: as unusual as a 160 px face at +2
+    small = picture_score([FrameEvidence(0, 0.0, [_sized(40, 1 / (1 + math.exp(1)))])], spec)
+    assert small == pytest.approx(1 / (1 + math.exp(-2)))
+    # beyond the knots the ends hold; between them, linear in log width
+    assert picture_score([FrameEvidence(0, 0.0, [_sized(400, 0.8)])], spec) == pytest.approx(0.8)
+    assert picture_score([FrameEvidence(0, 0.0, [_sized(20, 1 / (1 + math.exp(2)))])], spec) == pytest.approx(0.5)
+    # a 80 px face: mean -1, sd 0.75 (half way in log width)
+    assert picture_score([FrameEvidence(0, 0.0, [_sized(80, 0.5)])], spec) == pytest.approx(
+        1 / (1 + math.exp(-1 / 0.75)))
+
+
+def test_four_real_faces_do_not_get_four_chances_to_cross_the_threshold():
+    from statistics import NormalDist
+
+    from detector.aggregate import picture_score
+    from detector.manifest import PictureSpec
+
+    spec = _picture_spec()
+    faces = [_sized(160, s) for s in (0.9, 0.5, 0.4, 0.3)]
+    adjusted = picture_score([FrameEvidence(0, 0.0, faces)], spec)
+    assert picture_score([FrameEvidence(0, 0.0, faces)], PictureSpec()) == pytest.approx(0.9)
+    # the highest of four real faces beyond z has probability 1 - (1 - tail)^4
+    z = _logit(0.9)
+    tail = 1 - (1 - (1 - NormalDist().cdf(z))) ** 4
+    assert adjusted == pytest.approx(1 / (1 + math.exp(NormalDist().inv_cdf(tail))), abs=1e-6)
+    assert adjusted < 0.9
+    # ranks within a picture are kept: a higher top face gives a higher picture score
+    higher = picture_score([FrameEvidence(0, 0.0, [_sized(160, 0.95), *faces[1:]])], spec)
+    assert higher > adjusted
+    # an extreme face stays extreme (no overflow, no 1.0 from rounding a tail to zero)
+    assert 0.999 < picture_score([FrameEvidence(0, 0.0, [_sized(160, 1 - 1e-6), *faces[1:]])], spec) < 1.0
+
+
+def test_a_picture_spec_that_cannot_be_read_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="same non-zero length"):
+        _picture_spec(std=[1.0])
+    with pytest.raises(ValidationError, match="ascending"):
+        _picture_spec(widths=[160, 40])
+    with pytest.raises(ValidationError, match="positive"):
+        _picture_spec(std=[0.0, 1.0])
+
+
 def test_labels_and_reasons():
     label, reasons = label_for(None, 0.5, [_frame(0)], "image")
     assert label == Label.NO_FACE
@@ -289,6 +364,11 @@ def test_labels_and_reasons():
     assert label == Label.SUSPECTED_FAKE and "0.70" in reasons[0]
     label, _ = label_for(0.2, 0.5, [_frame(0, 0.2)], "image")
     assert label == Label.LIKELY_AUTHENTIC
+    frames = [FrameEvidence(0, 0.0, [_sized(60, 0.45), _sized(120, 0.3)])]
+    label, reasons = label_for(0.62, 0.5, frames, "image", picture_aggregate="size_adjusted")
+    assert label == Label.SUSPECTED_FAKE
+    assert reasons[1] == ("highest face score 0.45, read against real faces of its size and corrected for 2 faces "
+                          "in the image")
 
 
 def test_crop_is_square_around_the_box_and_aligns_eyes():

@@ -132,6 +132,7 @@ def test_members_of_different_input_sizes_join_with_the_smaller_one_resized_in_t
     sha = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     doc = ensemble.manifest_for(joined, "ens", "0.0.1", sha, True)
     assert doc["input"]["size"] == size and [m["input_size"] for m in doc["training"]["members"]] == sizes
+    assert "picture" not in doc and "video" not in doc  # fitted on the first member's scores, not the ensemble's
     (out / "model.json").write_text(json.dumps(doc))
     ens = load_manifest(out)
     x = _x(2, size)

@@ -75,6 +75,21 @@ def test_report_marks_sources_per_model_and_measures_the_gap(built):
     gap = float(cells[6].split(" ")[0])
     lo, hi = (float(v) for v in cells[6].split("[")[1].rstrip("]").split(","))
     assert gap < -0.2 and lo <= gap <= hi < 0  # the noise model is measurably worse
+    # real / fake pictures at the review threshold, per layout: the oracle flags every fake, no real
+    group = next(x for x in text.splitlines() if x.startswith("| group | original |"))
+    assert group.split("|")[3].strip() == "0.0% / 100.0%"
+
+
+def test_validation_pictures_come_from_validation_people_only(tmp_path):
+    from training import data as D
+
+    out = se.build(tmp_path, DATA, per_source=6, sources=["faces-lfw"], split="val")
+    meta = json.loads((out / "items.json").read_text())
+    singles = [r for r in meta["items"] if r["layout"] == "single" and r["family"] == "real"]
+    assert meta["split"] == "val" and len(singles) >= 4
+    assert all(D.split_of(r["unit"], se.SPLIT_SEED) == "val" for r in singles)
+    with pytest.raises(ValueError, match="no validation people"):
+        se.source_people(DATA, "talking-faces", 2, split="val")
 
 
 def test_trained_folders_from_data_licence_or_from_an_older_card():

@@ -56,5 +56,7 @@ def test_write_sets_the_margin_and_the_model_still_loads(tmp_path):
     assert set(tuning["auc_by_margin"]) == {"1.1", "1.3"}
     assert after["thresholds"]["review"] <= after["thresholds"]["block"] <= 1.0
     assert after["sha256"] == before["sha256"]  # the weights are untouched
+    # the picture and video calibrations were fitted on the old scores: gone, to be refitted
+    assert "picture" in before and "video" in before and "picture" not in after and "video" not in after
     res = Detector(model=str(model), device="cpu").analyze_path(tmp_path / "real0.png")
     assert res.model_version == "9.9.9" and res.score is not None

@@ -161,7 +161,8 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
         dest = Path(out) / f"{info['name']}-{info['version']}"
         dest.mkdir(parents=True, exist_ok=True)
         onnx.save(member, str(dest / "model.onnx"))
-        mdoc = {k: v for k, v in doc.items() if k not in ("metrics", "runtime_tuning")}
+        # the ensemble's video and picture calibrations were fitted on its scores, not a member's
+        mdoc = {k: v for k, v in doc.items() if k not in ("metrics", "runtime_tuning", "video", "picture")}
         mdoc.update({
             "name": info["name"], "version": info["version"], "file": "model.onnx",
             "sha256": hashlib.sha256((dest / "model.onnx").read_bytes()).hexdigest(),
@@ -216,7 +217,9 @@ def merge_licences(licences):
 def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hflip: bool) -> dict:
     first = members[0]
     doc = json.loads((first.path / "model.json").read_text())
-    for k in ("runtime_tuning", "metrics"):
+    # The video and picture calibrations were fitted on the first member's scores: an ensemble
+    # scores differently, so it starts without them (training.video_eval / picture_calibration --write).
+    for k in ("runtime_tuning", "metrics", "video", "picture"):
         doc.pop(k, None)
     doc.update({
         "name": name, "version": version, "file": "model.onnx", "sha256": sha,

@@ -90,14 +90,17 @@ def save_jpeg(rgb: np.ndarray, path: Path) -> None:
 
 # --- people ----------------------------------------------------------------------------------
 
-def source_people(data: Path, source: str, per_source: int) -> list[tuple[str, str, np.ndarray]]:
-    """(person, name, RGB) for up to per_source test people of a source, one picture each
-    (talking-faces: every clip is a person, TALKING_FRAMES stills of it, all kept)."""
+def source_people(data: Path, source: str, per_source: int, split: str = "test") -> list[tuple[str, str, np.ndarray]]:
+    """(person, name, RGB) for up to per_source people of a source in `split` (test: what the
+    evaluation scores; val: the validation people that fit a model's picture calibration), one
+    picture each (talking-faces: every clip is a person, TALKING_FRAMES stills of it, all kept)."""
     from training import data as D
 
     root = data / source
     rng = np.random.default_rng([SEED, SOURCES.index(source) if source in SOURCES else 99])
     if source == "talking-faces":
+        if split != "test":
+            raise ValueError("talking-faces has no validation people: each clip is a test person")
         out = []
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES):
             person = f"{source}/{path.relative_to(root).with_suffix('').as_posix()}"
@@ -111,7 +114,7 @@ def source_people(data: Path, source: str, per_source: int) -> list[tuple[str, s
         # Test people by the training's own identity rule (what a model held out); one photo per
         # person, a person being a file where the folder has no identities (UTKFace: the
         # training rule reads its leading age as an identity, so the split is by age there).
-        if D.split_of(D.identity_of(root, path), SPLIT_SEED) == "test":
+        if D.split_of(D.identity_of(root, path), SPLIT_SEED) == split:
             person = D.identity_of(root, path, "file") if source in ONE_FILE_PER_PERSON else D.identity_of(root, path)
             by_person.setdefault(person, path)  # the first photo of the person, sorted
     people = sorted(by_person)
@@ -178,7 +181,7 @@ def wide_frame(picture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # --- building ----------------------------------------------------------------------------------
 
-def build(out: Path, data: Path, per_source: int, sources: list[str]) -> Path:
+def build(out: Path, data: Path, per_source: int, sources: list[str], split: str = "test") -> Path:
     from detector.faces import FaceDetector, retinaface_onnx_bytes
     from detector.runtime import make_session
     from training import faceswap
@@ -198,7 +201,7 @@ def build(out: Path, data: Path, per_source: int, sources: list[str]) -> Path:
             log(f"{source}: not in {data}, left out")
             continue
         photos = []
-        for person, name, rgb in source_people(data, source, per_source):
+        for person, name, rgb in source_people(data, source, per_source, split):
             face = faceswap.largest_face(fd, rgb)
             if face is None or face.width < MIN_FACE:
                 continue
@@ -239,8 +242,8 @@ def build(out: Path, data: Path, per_source: int, sources: list[str]) -> Path:
                 add(rel, ev.FAKE, source, fam, layout, unit)
         log(f"{source}: {len(photos)} photos of {len({ph['person'] for ph in photos})} people, {len(photos) // GROUP_SIZE} group pictures "
             f"({time.perf_counter() - t0:.0f} s)")
-    (out / "items.json").write_text(json.dumps({"built": datetime.date.today().isoformat(),
-                                                "seed": SEED, "items": rows}, indent=0))
+    (out / "items.json").write_text(json.dumps({"built": datetime.date.today().isoformat(), "seed": SEED,
+                                                "split": split, "items": rows}, indent=0))
     with open(out / "eval.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "condition", "group"])
@@ -275,23 +278,28 @@ def score(out: Path, model: str, conditions: list[str]) -> dict:
     trained_on = trained_folders(manifest)
     if cache.exists():
         saved = json.loads(cache.read_text())
-        if saved.get("conditions") == conditions and saved.get("sha256") == manifest.get("sha256"):
+        if (saved.get("conditions") == conditions and saved.get("sha256") == manifest.get("sha256")
+                and saved.get("picture") == manifest.get("picture") and "faces" in saved):
             return saved
     det.warmup()
     items = ev.items_from_csv(out / "eval.csv")
     jobs = ev.plan(items, conditions)
     scores: dict[str, dict[str, float | None]] = defaultdict(dict)
+    faces: dict[str, dict[str, list]] = defaultdict(dict)
     t0 = time.perf_counter()
     with Progress(TextColumn(f"{det.model_name} {det.model_version}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn()) as bar:
         task = bar.add_task("score", total=len(jobs))
         for item, cond in jobs:
             o = ev.evaluate_item(det, item, cond)
-            scores[str(item.path.relative_to(out))][cond] = o.score if o.status == ev.SCORED else None
+            key = str(item.path.relative_to(out))
+            scores[key][cond] = o.score if o.status == ev.SCORED else None
+            faces[key][cond] = o.extra.get("faces", [])
             bar.advance(task)
     saved = {"model": det.model_name, "version": det.model_version, "sha256": manifest.get("sha256"),
              "licence": (manifest.get("data_licence") or {}).get("use", "unknown"), "trained_on": trained_on,
-             "conditions": conditions, "seconds": round(time.perf_counter() - t0, 1), "scores": scores}
+             "picture": manifest.get("picture"), "conditions": conditions,
+             "seconds": round(time.perf_counter() - t0, 1), "scores": scores, "faces": faces}
     cache.write_text(json.dumps(saved))
     return saved
 
@@ -411,6 +419,21 @@ def report(out: Path, runs: list[dict], conditions: list[str], resamples: int) -
                 flagged = f"{(s[t.y == 1] >= thr).mean():.1%} / {(s[t.y == 0] >= thr).mean():.1%}"
             cells += [f"{tpr:.3f}", flagged]
         lines.append(f"| {cond} | " + " | ".join(cells) + " |")
+    lines += ["", ("### Held out by all: pictures at or above each model's review threshold, by layout "
+              "(real / fake; a group holds four people, one of them faked in a fake group)"), "",
+              "| layout | condition | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
+    for layout in LAYOUTS:
+        sel = [r for r in pool if r["layout"] == layout]
+        for cond in conditions:
+            t = Table(sel, runs, cond)
+            if not len(t.y):
+                continue
+            cells = []
+            for run, s in zip(runs, t.s):
+                thr = run.get("review")
+                cells.append("–" if thr is None else
+                             f"{(s[t.y == 0] >= thr).mean():.1%} / {(s[t.y == 1] >= thr).mean():.1%}")
+            lines.append(f"| {layout} | {cond} | " + " | ".join(cells) + " |")
     no_face = {cond: [Table(rows, [run], cond).dropped for run in runs] for cond in conditions}
     lines += ["", "Files where no face was found are left out of every metric (a cell compares the files every "
               "model scored): " + "; ".join(f"{c}: " + ", ".join(f"{n} {d}" for n, d in zip(names, v))
@@ -425,6 +448,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the ../shared/data folder")
     p.add_argument("--per-source", type=int, default=100, help="test people per source (default 100, as the model cards report)")
     p.add_argument("--source", action="append", choices=SOURCES, help="only these sources (repeatable)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="whose pictures: the test people (the evaluation, default) or the validation "
+                        "people (what training.picture_calibration fits on; never the test people)")
     p.add_argument("--evaluate", nargs="+", metavar="MODEL",
                    help="model folders to score and compare (the first is the baseline of the difference)")
     p.add_argument("--conditions", nargs="+", default=list(ev.CONDITIONS), choices=ev.CONDITIONS)
@@ -433,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     out = Path(args.out)
     if not (out / "items.json").exists():
-        build(out, Path(args.data), args.per_source, args.source or list(SOURCES))
+        build(out, Path(args.data), args.per_source, args.source or list(SOURCES), args.split)
     if not args.evaluate:
         return
     runs = []

@@ -151,8 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     manifest["crop"]["margin"] = best
     manifest["calibration"]["temperature"] = round(cal["temperature"], 5)
     manifest["thresholds"] = {"review": round(cal["review"], 5), "block": round(cal["block"], 5)}
+    # fitted on the old crop's calibrated scores: refit them (training.video_eval / picture_calibration --write)
+    stale = [k for k in ("video", "picture") if manifest.pop(k, None) is not None]
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"wrote {path}: version {args.version}, margin {best}")
+    if stale:
+        print(f"removed its {' and '.join(stale)} calibration, fitted on the old scores: refit "
+              + " and ".join({"video": "training.video_eval --write", "picture": "training.picture_calibration --write"}[k]
+                             for k in stale))
 
 
 if __name__ == "__main__":
