@@ -6,10 +6,12 @@ One run, one printed table, every figure against a baseline measured in the same
            (decode, detect, crop, classify), against the ceiling = the face-detector session and
            the classifier session alone on the very same tensors (target: pipeline >= 85% of
            the ceiling; <= 150 ms end to end on 2 cores);
-2. side    the 1080p photo and a 4032x3024 JPEG (a phone's 12 MP photo) with four faces 55-75 px
-           across: end to end with a photo's detection side (FaceDetector.photo_side: shrunk by at most
-           2x, up to 1280 px) against the same pipeline detecting at the video-frame side (640 px,
-           what every photo got before), interleaved, and the faces each finds;
+2. side    the 1080p photo, a 4032x3024 JPEG (a phone's 12 MP photo) and a 6000x4000 one (24 MP)
+           with four faces 55-75 px across: end to end as the pipeline detects a photo now (shrunk
+           by at most 2x, up to 1280 px: FaceDetector.photo_side; a photo over 2560 px also in
+           2560 px tiles: FaceDetector.detect_photo) against the same pipeline without the tiles
+           and detecting at the video-frame side (640 px, what every photo got before),
+           interleaved, and the faces each finds;
 3. video   a 30 s 720p H.264 clip (made here with PyAV from a face photo, slight motion):
            end-to-end seconds for 32 sampled frames (target <= 4 s on 2 cores), and the
            sampler's frames/s against the naive baseline of decoding every frame with PyAV.
@@ -204,31 +206,41 @@ def main() -> None:
     # --- a photo's detection side ------------------------------------------------------------
     buf = io.BytesIO()
     group_photo().save(buf, "JPEG", quality=90)
+    big = io.BytesIO()
+    group_photo((6000, 4000)).save(big, "JPEG", quality=90)
     photos = [("1920x1080 JPEG, one face (the photo above)", jpeg, 1, rgb.shape[:2]),
               (f"4032x3024 JPEG, four faces 55-75 px ({len(buf.getvalue()) // 1024} KiB)", buf.getvalue(), 4,
-               (3024, 4032))]
+               (3024, 4032)),
+              (f"6000x4000 JPEG, four faces 55-75 px ({len(big.getvalue()) // 1024} KiB)", big.getvalue(), 4,
+               (4000, 6000))]
     fd = det.face_detector
     cap = fd.still_max_side
-    runs: dict[tuple[int, str], tuple[list, list]] = {(i, k): ([], []) for i in range(len(photos)) for k in ("now", "640")}
+    variants = (("now", cap, True), ("whole", cap, False), ("640", fd.max_side, False))
+    runs: dict[tuple[int, str], tuple[list, list]] = {(i, k[0]): ([], []) for i in range(len(photos)) for k in variants}
     try:
         for _ in range(args.rounds):
             for i, (_, data, _, _) in enumerate(photos):
-                # interleaved: a load change hits both; the baseline caps a photo's side at the
-                # video-frame side, what every photo had before
-                for key, side_cap in (("now", cap), ("640", fd.max_side)):
-                    fd.still_max_side = side_cap
+                # interleaved: a load change hits all three; the baselines: no tiles, and a
+                # photo's side capped at the video-frame side, what every photo had before
+                for key, side_cap, tiled in variants:
+                    fd.still_max_side, fd.tiled = side_cap, tiled
                     res = det.analyze_bytes(data)
                     runs[i, key][0].append(res.timings_ms)
                     runs[i, key][1].append(len(res.frames[0].faces) if res.frames else 0)
     finally:
-        fd.still_max_side = cap
-    tg = Table(title=f"A photo's face-detection side (FaceDetector.photo_side) against 640 px, the video-frame side "
-                     f"every photo had before: medians of {args.rounds} rounds, ms", title_justify="left")
+        fd.still_max_side, fd.tiled = cap, True
+    tg = Table(title=f"A photo's face detection (FaceDetector.detect_photo) against the same without tiles and at "
+                     f"640 px, the video-frame side every photo had before: medians of {args.rounds} rounds, ms",
+               title_justify="left")
     for col in ("photo", "detection side", "faces found", "total ms", "decode", "detect", "classify", "vs 640 px"):
         tg.add_column(col, justify="left" if col in ("photo", "detection side") else "right")
     for i, (name, _, n_faces, hw) in enumerate(photos):
         base_total = med([t["total"] for t in runs[i, "640"][0]])
-        for key, label in (("now", f"{fd.photo_side(*hw)} px (now)"), ("640", f"{fd.max_side} px (baseline)")):
+        n_tiles = len(fd.tiles(*hw))
+        for key, label in (("now", f"{fd.photo_side(*hw)} px" + (f" + {n_tiles} tiles" if n_tiles else "") + " (now)"),
+                           ("whole", f"{fd.photo_side(*hw)} px, no tiles"), ("640", f"{fd.max_side} px (baseline)")):
+            if key == "whole" and not n_tiles:
+                continue
             tm, found = runs[i, key]
             total = med([t["total"] for t in tm])
             tg.add_row(name if key == "now" else "", label, f"{min(found)}-{max(found)} of {n_faces}", f"{total:.1f}",

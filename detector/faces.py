@@ -108,7 +108,8 @@ class FaceDetector:
                  min_face: int = limits.MIN_FACE_PIXELS,
                  max_faces: int = limits.MAX_FACES_PER_FRAME,
                  still_max_factor: float = limits.DETECT_STILL_MAX_FACTOR,
-                 still_max_side: int = limits.DETECT_STILL_MAX_SIDE) -> None:
+                 still_max_side: int = limits.DETECT_STILL_MAX_SIDE,
+                 tile_overlap: int = limits.DETECT_STILL_TILE_OVERLAP, tiled: bool = True) -> None:
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.max_side = max_side
@@ -118,6 +119,9 @@ class FaceDetector:
         self.max_faces = max_faces
         self.still_max_factor = still_max_factor
         self.still_max_side = still_max_side
+        self.tile_overlap = tile_overlap
+        self.tiled = tiled
+        """Whether a very large photo is also searched in tiles (`detect_photo`)."""
 
     def photo_side(self, height: int, width: int) -> int:
         """The detection side for a photo: its longer side shrunk by at most `still_max_factor`
@@ -202,3 +206,49 @@ class FaceDetector:
             f.box[[0, 2]] = np.clip(f.box[[0, 2]], 0, w)
             f.box[[1, 3]] = np.clip(f.box[[1, 3]], 0, h)
         return faces
+
+    def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """(y0, x0, y1, x1) of the tiles a photo is searched in: none when one pass over the whole
+        photo shrinks it by at most `still_max_factor`; else as few as cover it, at most
+        still_max_side x still_max_factor pixels a side (each then shrunk by that factor only),
+        neighbours overlapping by `tile_overlap`."""
+        most = round(self.still_max_side * self.still_max_factor)
+        if not self.tiled or max(height, width) <= most:
+            return []
+
+        def spans(length: int) -> list[tuple[int, int]]:
+            n = max(1, math.ceil((length - self.tile_overlap) / (most - self.tile_overlap)))
+            side = min(length, math.ceil((length + (n - 1) * self.tile_overlap) / n))
+            starts = [min(i * (side - self.tile_overlap), length - side) for i in range(n)]
+            return [(a, a + side) for a in starts]
+
+        return [(y0, x0, y1, x1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
+
+    def detect_photo(self, image: np.ndarray) -> list[Face]:
+        """Faces of a photo, largest first: one pass over the whole photo at its `photo_side`; a
+        photo over 2560 px is instead searched in tiles (`tiles`), so that a small face in a large
+        photo is seen at the detail a 2x shrink leaves, plus one pass over the whole photo at the
+        video-frame side for the faces larger than the tiles' overlap. A face a tile cuts at an
+        inner edge is left to the tile (or the whole-photo pass) that holds it whole; the passes'
+        faces are merged by non-maximum suppression."""
+        h, w = image.shape[:2]
+        tiles = self.tiles(h, w)
+        if not tiles:
+            return self.detect(image, self.photo_side(h, w))
+        faces = self.detect(image, self.max_side)
+        for y0, x0, y1, x1 in tiles:
+            # shrunk by exactly the factor: a strided read (prepare), no resampling of the tile
+            side = math.floor(max(y1 - y0, x1 - x0) / self.still_max_factor)
+            for f in self.detect(image[y0:y1, x0:x1], side):
+                bx1, by1, bx2, by2 = f.box
+                cut = ((x0 > 0 and bx1 <= 1) or (x1 < w and bx2 >= x1 - x0 - 1)
+                       or (y0 > 0 and by1 <= 1) or (y1 < h and by2 >= y1 - y0 - 1))
+                if cut:
+                    continue
+                f.box = f.box + np.array([x0, y0, x0, y0], dtype=f.box.dtype)
+                f.landmarks = f.landmarks + np.array([x0, y0], dtype=f.landmarks.dtype)
+                faces.append(f)
+        keep = nms(np.stack([f.box for f in faces]), np.array([f.score for f in faces]), self.nms_iou) if faces else []
+        merged = [faces[i] for i in keep]
+        merged.sort(key=lambda f: f.width * f.height, reverse=True)
+        return merged[: self.max_faces]

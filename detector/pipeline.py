@@ -125,10 +125,10 @@ class Detector:
     def _detect_frame(self, index: int, ts: float, rgb: np.ndarray, crops: list, timings,
                       tracks: list | None = None, still: bool = False) -> FrameEvidence:
         """Faces of one frame, their crops appended to `crops`. A `still` (a photo) is detected at
-        a larger side when it is large (FaceDetector.photo_side), a video frame at the detector's."""
+        a larger side when it is large, and in tiles when it is very large (FaceDetector.detect_photo),
+        a video frame at the detector's side."""
         t = time.perf_counter()
-        side = self.face_detector.photo_side(*rgb.shape[:2]) if still else None
-        faces = self.face_detector.detect(rgb, side)
+        faces = self.face_detector.detect_photo(rgb) if still else self.face_detector.detect(rgb)
         t2 = time.perf_counter()
         timings["detect"] += (t2 - t) * 1000
         if tracks is not None:

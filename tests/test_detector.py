@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -75,6 +76,48 @@ def test_a_phone_sized_group_photo_has_its_small_faces_found_and_judged(detector
     assert res.score == pytest.approx(picture_score(res.frames, detector.manifest.picture), abs=1e-4)
     assert res.score < top
     assert f"highest face score {top:.2f}, corrected for 4 faces in the image" in res.reasons
+
+
+def test_a_very_large_photo_is_searched_in_tiles_and_each_face_found_once(detector):
+    """Four 60 px faces in a 6000 x 3375 photo: the pass over the whole photo (shrunk 4.7x) finds
+    none; the 2560 px tiles (shrunk 2x) find each of them once, the one a tile edge cuts too."""
+    canvas = Image.new("RGB", (6000, 3375), (96, 110, 120))
+    xs = [600, 2520, 4300, 5500]  # the second straddles the first tile's right edge (2560)
+    for x, src in zip(xs, face_photo_paths(4)):
+        im = Image.open(src).convert("RGB")
+        canvas.paste(im.resize((round(im.width * 180 / im.height), 180), Image.BILINEAR), (x, 1600))
+    rgb = np.asarray(canvas)
+    fd = detector.face_detector
+    assert fd.detect(rgb, fd.photo_side(*rgb.shape[:2])) == []
+    faces = fd.detect_photo(rgb)
+    assert sorted(int(f.box[0] // 100) for f in faces) == [6, 25, 43, 55]
+    assert all(1600 < f.box[1] < f.box[3] < 1780 and 40 < f.width < 100 for f in faces)
+    res = detector.analyze_image(rgb)
+    assert len(res.frames[0].faces) == 4 and all(f.fake_score is not None for f in res.frames[0].faces)
+
+
+def test_tiles_cover_a_large_photo_with_the_overlap_and_no_more_tiles_than_needed():
+    from detector.faces import FaceDetector
+
+    fd = FaceDetector(session=_NoSession())
+    assert fd.tiles(2250, 2560) == [] and fd.tiles(1080, 1920) == []
+    assert fd.tiles(2250, 4000) == [(0, 0, 2250, 2160), (0, 1840, 2250, 4000)]
+    for h, w in ((3024, 4032), (3375, 6000), (5164, 7746), (2600, 12000)):
+        tiles = fd.tiles(h, w)
+        covered = np.zeros((h, w), bool)
+        for y0, x0, y1, x1 in tiles:
+            assert y1 - y0 <= 2560 and x1 - x0 <= 2560
+            covered[y0:y1, x0:x1] = True
+        assert covered.all()
+        for axis, length in ((0, h), (1, w)):
+            spans = sorted({(t[axis], t[axis + 2]) for t in tiles})
+            assert len(spans) == max(1, math.ceil((length - fd.tile_overlap) / (2560 - fd.tile_overlap)))
+            assert all(a[1] - b[0] >= fd.tile_overlap for a, b in itertools.pairwise(spans))
+
+
+class _NoSession:
+    def get_inputs(self):
+        return [type("Input", (), {"name": "input"})()]
 
 
 def test_detection_side_grows_for_large_photos_only(detector):
