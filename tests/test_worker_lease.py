@@ -20,10 +20,12 @@ from waits import wait_for
 
 from workers.context import configure
 from workers.lease import (
+    CLEANING_LOCK_SECONDS,
     LEASE_TTL_SECONDS,
     LEASED_WORKERS_KEY,
     SWEEP_SECONDS,
     ContextWorker,
+    HoldingQueue,
     expire_dead_executions,
     hand_back_dead_executions,
     holding_key,
@@ -228,3 +230,18 @@ def test_a_dead_workers_execution_is_handed_back_only_under_the_registry_lock(re
     assert job.id in queue.job_ids
     assert Job.fetch(job.id, connection=redis_conn, serializer="json").retries_left == 0
     assert redis_conn.zcard(queue.started_job_registry.key) == 0
+
+
+def test_a_cleaning_lock_left_by_a_killed_worker_lapses_in_a_minute_not_fifteen(redis_conn, settings):
+    """A worker SIGKILLed while it cleans a queue never releases RQ's registry-cleaning lock, and
+    the hand-back of dead workers' jobs waits for that lock: RQ's lives 899 s, Verity's queues'
+    CLEANING_LOCK_SECONDS."""
+    plain = Queue(settings.queue_name, connection=redis_conn, serializer="json")
+    assert plain.acquire_maintenance_lock() and redis_conn.ttl(plain.registry_cleaning_key) > 850
+    plain.release_maintenance_lock()
+    ours = HoldingQueue.for_worker("cleaner")(settings.queue_name, connection=redis_conn, serializer="json")
+    assert ours.acquire_maintenance_lock()  # ... and the worker is killed holding it
+    assert 0 < redis_conn.ttl(ours.registry_cleaning_key) <= CLEANING_LOCK_SECONDS <= 60
+    assert not ours.acquire_maintenance_lock() and not plain.acquire_maintenance_lock()  # still one lock
+    worker = TwoQueues(context=configure(settings))  # a leased worker's queues take the short lock
+    assert worker.queues and all(isinstance(q, HoldingQueue) for q in worker.queues)

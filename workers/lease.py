@@ -53,6 +53,11 @@ LEASED_MARK_SECONDS = 24 * 3600
 """How long the "this worker holds leases" mark outlives its last renewal."""
 SWEEP_SECONDS = LEASE_TTL_SECONDS / 3
 """How often each worker looks for dead workers' jobs (and how long an idle worker blocks at most)."""
+CLEANING_LOCK_SECONDS = 60
+"""How long a queue's registry-cleaning lock lives when its holder never releases it (killed while
+cleaning). RQ's own lasts 899 s, and the hand-back of dead workers' jobs waits for it too: one
+worker SIGKILLed in a cleanup would hold every dead worker's job for 15 minutes. A cleanup of
+Verity's registries takes milliseconds."""
 POLL_SECONDS = 0.5
 """A worker on several queues blocks on the first (the most urgent) this long at a time, then looks
 at the others: at most this much is added to the wait of a job on a later queue when all are idle."""
@@ -114,6 +119,10 @@ class HoldingQueue(Queue):
     several (RQ moves it into a shared list for one queue and holds it nowhere for several)."""
 
     holding: str = ""
+
+    def acquire_maintenance_lock(self) -> bool:
+        """RQ's registry-cleaning lock, living CLEANING_LOCK_SECONDS instead of RQ's 899."""
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=CLEANING_LOCK_SECONDS))
 
     @classmethod
     def for_worker(cls, worker_name: str) -> type[HoldingQueue]:
