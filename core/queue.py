@@ -8,7 +8,6 @@ from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
 
 from core import defaults
 from core.settings import Settings
@@ -138,7 +137,7 @@ def live_job_status(connection: Redis, job_id: str) -> str | None:
         return None
     queue_key = Queue.redis_queue_namespace_prefix + job.origin
     status = connection.eval(_WHERE_IS_IT, 5, job.key, queue_key, f"{queue_key}:intermediate", LEASED_WORKERS_KEY,
-                             StartedJobRegistry(job.origin, connection=connection).key, job_id, HOLDING_PREFIX)
+                             job.started_job_registry.key, job_id, HOLDING_PREFIX)
     status = status.decode() if isinstance(status, bytes) else status
     if status == "lost":
         log.warning("job %s is recorded %s but waits and runs nowhere (lost by Redis or a worker): not live",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
+import numpy as np
+
 from detector.result import FrameEvidence, Label
 
 TRACK_IOU = 0.3
@@ -90,25 +92,15 @@ def track_score(frames: list[FrameEvidence], offset: float = 0.0, temperature: f
 _NORMAL = NormalDist()
 
 
-def _interp(x: float, xs: list[float], ys: list[float]) -> float:
-    """Piecewise linear through (xs, ys), flat beyond the ends."""
-    if x <= xs[0]:
-        return ys[0]
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-        if x <= x1:
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return ys[-1]
-
-
 def face_standard_score(face_score: float, width: float, picture) -> float:
     """How many standard deviations a face's logit lies above the model's real faces (of its
     width, for size_adjusted); `picture` is model.json's PictureSpec."""
     if picture.aggregate != "size_adjusted":
         return (_logit(face_score) - picture.reference_mean) / picture.reference_std
     logw = math.log(max(width, 1.0))
-    knots = [math.log(w) for w in picture.widths]
-    mean = _interp(logw, knots, picture.mean)
-    std = _interp(logw, knots, picture.std)
+    knots = np.log(picture.widths)  # linear in log width between the knots, flat beyond them
+    mean = float(np.interp(logw, knots, picture.mean))
+    std = float(np.interp(logw, knots, picture.std))
     return (_logit(face_score) - mean) / std
 
 
@@ -159,7 +151,7 @@ def label_for(score: float | None, threshold: float, frames: list[FrameEvidence]
             if kind == "video" else f"{faces} face{'s' if faces != 1 else ''} in the image")
     reading = None
     if kind != "video" and picture_aggregate != "max":
-        top = max((f.fake_score for fr in frames for f in fr.faces if f.fake_score is not None), default=0.0)
+        top = max((s for fr in frames if (s := fr.max_score) is not None), default=0.0)
         if picture_aggregate == "size_adjusted":
             reading = (f"highest face score {top:.2f}, read against real faces of its size"
                        + (f" and corrected for {faces} faces in the image" if faces > 1 else ""))

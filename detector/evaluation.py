@@ -257,12 +257,17 @@ class Outcome:
     extra: dict = field(default_factory=dict)
 
 
+def scored_faces(res) -> list[list[float]]:
+    """[width, score] of each scored face of a result: how a picture's faces made its score
+    (training.picture_calibration)."""
+    return [[round(f.box[2] - f.box[0], 1), f.fake_score] for fr in res.frames for f in fr.faces
+            if f.fake_score is not None]
+
+
 def _outcome(item: Item, condition: str, res, ms: float) -> Outcome:
     label = str(res.label)
     status = UNREADABLE if label == "unreadable" else NO_FACE if res.score is None else SCORED
-    # Each face's width and score: how a picture's faces made its score (training.picture_calibration).
-    faces = [[round(f.box[2] - f.box[0], 1), f.fake_score] for fr in res.frames for f in fr.faces
-             if f.fake_score is not None]
+    faces = scored_faces(res)
     return Outcome(str(item.path), item.label, item.group, condition, status, res.score,
                    res.faces_seen, len(res.frames), round(ms, 1), res.reasons[0] if res.reasons else "",
                    {"faces": faces} if faces else {})

@@ -192,8 +192,11 @@ class FaceDetector:
             face = Face(box=boxes[i], landmarks=pts[i], score=float(scores[i]))
             if min(face.width, face.height) >= self.min_face:
                 faces.append(face)
-        faces.sort(key=lambda f: f.width * f.height, reverse=True)
-        return faces[: self.max_faces]
+        return self._largest(faces)
+
+    def _largest(self, faces: list[Face]) -> list[Face]:
+        """At most `max_faces` of the faces, largest first."""
+        return sorted(faces, key=lambda f: f.width * f.height, reverse=True)[: self.max_faces]
 
     def detect(self, image: np.ndarray, max_side: int | None = None) -> list[Face]:
         """Faces of an RGB frame, largest first; `max_side` overrides the detector's own (a
@@ -249,6 +252,4 @@ class FaceDetector:
                 f.landmarks = f.landmarks + np.array([x0, y0], dtype=f.landmarks.dtype)
                 faces.append(f)
         keep = nms(np.stack([f.box for f in faces]), np.array([f.score for f in faces]), self.nms_iou) if faces else []
-        merged = [faces[i] for i in keep]
-        merged.sort(key=lambda f: f.width * f.height, reverse=True)
-        return merged[: self.max_faces]
+        return self._largest([faces[i] for i in keep])

@@ -226,8 +226,7 @@ class Detector:
             timings["occlusion"] = (time.perf_counter() - t) * 1000
         score = with_occlusion(base, occ)
         threshold = self.manifest.thresholds.review
-        label, reasons = label_for(score, threshold, frames, kind,
-                                   picture_aggregate="max" if kind == "video" else self.manifest.picture.aggregate)
+        label, reasons = label_for(score, threshold, frames, kind, self.manifest.picture.aggregate)
         if occ is not None and occ.checked:
             reasons = [*occlusion_reasons(occ, base, score, threshold), *reasons]
         timings["total"] = (time.perf_counter() - t0) * 1000

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from detector import evaluation as ev
+from detector.aggregate import _logit
 
 KNOTS = (40.0, 57.0, 80.0, 113.0, 160.0, 226.0, 320.0)
 """Face widths (px) at which the real faces' logit mean and spread are measured (half octaves)."""
@@ -57,11 +57,6 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
-
-
 def _fold(unit: str) -> int:
     return hashlib.sha256(unit.encode()).digest()[0] % 2
 
@@ -69,63 +64,45 @@ def _fold(unit: str) -> int:
 # --- collecting -------------------------------------------------------------------------------
 
 def collect(sets: Path, model: str, conditions: list[str]) -> dict:
-    """Every picture's faces [[width, score], ...] under every condition, and the rescaled real
-    singles' (cached in faces-NAME-VERSION.json beside the sets)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Every picture's faces [[width, score], ...] under every condition (training.shift_eval's
+    scoring, cached beside the sets in scores-NAME-VERSION.json), and the faces of each real single
+    photo scaled to RESCALED_WIDTHS (cached in rescaled-NAME-VERSION.json)."""
+    from rich.progress import Progress
 
     from detector import media
     from detector.pipeline import Detector
+    from training import shift_eval
 
     manifest = json.loads((Path(model) / "model.json").read_text())
     meta = json.loads((sets / "items.json").read_text())
     if meta.get("split") != "val":
         raise SystemExit(f"{sets} holds the {meta.get('split', 'test')} people's pictures: a picture "
                          "calibration is fitted on validation people only (shift_eval --split val)")
+    faces = shift_eval.score(sets, model, conditions)["faces"]
+    cache = sets / f"rescaled-{manifest['name']}-{manifest['version']}.json"
+    if cache.exists() and (saved := json.loads(cache.read_text())).get("sha256") == manifest.get("sha256"):
+        return {"faces": faces, "rescaled": saved["rescaled"]}
     det = Detector(model=model, device="cpu")
-    cache = sets / f"faces-{det.model_name}-{det.model_version}.json"
-    if cache.exists():
-        saved = json.loads(cache.read_text())
-        if saved.get("sha256") == manifest.get("sha256") and saved.get("conditions") == conditions:
-            return saved
     det.warmup()
-    items = {r["path"]: r for r in meta["items"]}
-    jobs = ev.plan(ev.items_from_csv(sets / "eval.csv"), conditions)
     singles = [r for r in meta["items"] if r["layout"] == "single" and r["family"] == "real"]
-    faces: dict[str, dict[str, list]] = defaultdict(dict)
     rescaled: list[dict] = []
-    t0 = time.perf_counter()
-    with Progress(TextColumn(f"{det.model_name} {det.model_version}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn()) as bar:
-        task = bar.add_task("faces", total=len(jobs) + len(singles))
-        for item, cond in jobs:
-            o = ev.evaluate_item(det, item, cond)
-            faces[str(item.path.relative_to(sets))][cond] = o.extra.get("faces", [])
-            bar.advance(task)
-        for r in singles:
+    with Progress() as bar:
+        for r in bar.track(singles, description=f"{det.model_name} {det.model_version}: rescaled singles"):
             rgb, _ = media.load_image(sets / r["path"])
             found = det.analyze_image(rgb).frames[0].faces
-            if found:
-                w = max(f.box[2] - f.box[0] for f in found)
-                for target in RESCALED_WIDTHS:
-                    s = target / w
-                    if s > 2.0:
-                        continue  # never enlarge a photo more than twice: no detail a camera gave
-                    h, wd = rgb.shape[:2]
-                    img = np.asarray(Image.fromarray(rgb).resize((max(8, round(wd * s)), max(8, round(h * s))),
-                                                                 Image.BICUBIC if s > 1 else Image.LANCZOS))
-                    res = det.analyze_image(img)
-                    rescaled.append({"unit": r["unit"], "target": target,
-                                     "faces": [[round(f.box[2] - f.box[0], 1), f.fake_score]
-                                               for f in res.frames[0].faces if f.fake_score is not None]})
-            bar.advance(task)
-    missing = [p for p in faces if p not in items]
-    if missing:
-        raise SystemExit(f"{len(missing)} scored files are not in items.json (e.g. {missing[0]})")
-    saved = {"model": det.model_name, "version": det.model_version, "sha256": manifest.get("sha256"),
-             "conditions": conditions, "seconds": round(time.perf_counter() - t0, 1), "faces": faces,
-             "rescaled": rescaled}
-    cache.write_text(json.dumps(saved))
-    return saved
+            if not found:
+                continue
+            w = max(f.box[2] - f.box[0] for f in found)
+            for target in RESCALED_WIDTHS:
+                s = target / w
+                if s > 2.0:
+                    continue  # never enlarge a photo more than twice: no detail a camera gave
+                h, wd = rgb.shape[:2]
+                img = np.asarray(Image.fromarray(rgb).resize((max(8, round(wd * s)), max(8, round(h * s))),
+                                                             Image.BICUBIC if s > 1 else Image.LANCZOS))
+                rescaled.append({"unit": r["unit"], "target": target, "faces": ev.scored_faces(det.analyze_image(img))})
+    cache.write_text(json.dumps({"sha256": manifest.get("sha256"), "rescaled": rescaled}))
+    return {"faces": faces, "rescaled": rescaled}
 
 
 def real_faces(meta: dict, collected: dict, units: set[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
