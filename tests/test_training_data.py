@@ -18,10 +18,11 @@ def test_scan_leaves_out_the_excluded_globs_and_non_media(tmp_path):
     root = tmp_path / "faces-fairface"
     for name in ("1.jpg", "2.png", "ig_0001.jpg", "ig_0002.png", "notes.txt"):
         _img(root / name) if not name.endswith(".txt") else (root / name).write_text("x")
+    (root / "clip.mpg").write_bytes(b"\x00\x00\x01\xba")  # GRID's talking heads are MPEG-1 .mpg files
     used = sorted(p.name for _r, p in D.scan([root]))
-    assert used == ["1.jpg", "2.png"]  # the default exclusion drops the ig_* screenshots
+    assert used == ["1.jpg", "2.png", "clip.mpg"]  # the default exclusion drops the ig_* screenshots
     everything = sorted(p.name for _r, p in D.scan([root], exclude=()))
-    assert everything == ["1.jpg", "2.png", "ig_0001.jpg", "ig_0002.png"]
+    assert everything == ["1.jpg", "2.png", "clip.mpg", "ig_0001.jpg", "ig_0002.png"]
     # a glob is matched on '<folder name>/<relative path>', so it can name a sub-folder
     _img(root / "bob" / "a.jpg")
     assert "a.jpg" not in {p.name for _r, p in D.scan([root], exclude=("faces-fairface/bob/*",))}

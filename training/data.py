@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+VIDEO_EXT = {".mp4", ".mpg", ".mpeg", ".mov", ".avi", ".mkv", ".webm", ".m4v"}  # .mpg: GRID's clips
 CACHE_MARGIN = 2.0
 CACHE_SIZE = 384
 CACHE_VERSION = 2

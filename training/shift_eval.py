@@ -76,7 +76,6 @@ TALKING_FRAMES = 4
 GROUP_SIZE = 4
 ONE_FILE_PER_PERSON = ("faces-utk", "faces-fairface")
 """Sources without identity labels: every file is one person."""
-VIDEO_SUFFIXES = {".mp4", ".mpg", ".mpeg", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 
 
 def log(msg: str) -> None:
@@ -102,7 +101,7 @@ def source_people(data: Path, source: str, per_source: int, split: str = "test")
         if split != "test":
             raise ValueError("talking-faces has no validation people: each clip is a test person")
         out = []
-        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES):
+        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in D.VIDEO_EXT):
             person = f"{source}/{path.relative_to(root).with_suffix('').as_posix()}"
             for idx, rgb in D.video_frames(path, TALKING_FRAMES):
                 out.append((person, f"{person.replace('/', '__')}__f{idx:04d}", rgb))

@@ -42,10 +42,10 @@ import numpy as np
 from detector import evaluation as ev
 from detector.aggregate import _logit, face_tracks, item_score, track_score
 from detector.result import FaceEvidence, FrameEvidence
+from training import data as D
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
-VIDEO_SUFFIXES = {".mp4", ".mpg", ".mpeg", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 QUANTILE = 95.0
 
 
@@ -65,14 +65,14 @@ def videos(data: Path, corpus: Path | None, pyfeat: Path | None) -> list[dict]:
     else:
         log(f"no occlusion corpus in {corpus}: run bench/occlusion_corpus.py --seeds 1 first for the swapped videos")
     if pyfeat is not None and pyfeat.is_dir():
-        for p in sorted(q for q in pyfeat.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES):
+        for p in sorted(q for q in pyfeat.iterdir() if q.suffix.lower() in D.VIDEO_EXT):
             out.append({"path": str(p), "label": ev.REAL, "set": "pyfeat", "clip": "pyfeat", "calibrates": False})
     from training.eval_sets import genuine_items
 
     genuine = data / "deepfakes-ffpp-dfdc"
     if genuine.is_dir():
         for p, label, group in genuine_items(genuine):
-            if p.suffix.lower() in VIDEO_SUFFIXES:
+            if p.suffix.lower() in D.VIDEO_EXT:
                 out.append({"path": str(p), "label": label, "set": "genuine-" + group.split("-")[0],
                             "clip": p.stem.split("_")[0], "calibrates": False})
     return out
