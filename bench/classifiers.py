@@ -54,7 +54,9 @@ def main() -> None:
         manifest = load_manifest(folder)
         clf = Classifier(manifest, "cpu")
         size = manifest.input.size
-        crops = rng.integers(0, 256, size=(args.batch, size, size, 3), dtype=np.uint8)
+        views = len(manifest.crop_margins)  # tta.margins: that many crops of each face
+        shape = (args.batch, size, size, 3) if views == 1 else (args.batch, views, size, size, 3)
+        crops = rng.integers(0, 256, size=shape, dtype=np.uint8)
         clf(crops)  # warm-up: the first run allocates
         models.append((manifest, clf, crops))
 
@@ -75,7 +77,7 @@ def main() -> None:
     base_many = statistics.median(many[0])
     table = Table(title=f"classifiers, {args.rounds} interleaved rounds, medians; baseline = {models[0][0].name} "
                         f"{models[0][0].version}")
-    for col in ("model", "backbone", "input", "ONNX MB", "tta flip", "ms per face (batch 1)",
+    for col in ("model", "backbone", "input", "ONNX MB", "tta flip", "crop margins", "ms per face (batch 1)",
                 f"faces/s (batch {args.batch})", "speed vs baseline (batch 1 / batch 8)"):
         table.add_column(col, justify="right" if col not in ("model", "backbone") else "left")
     for i, (m, _clf, _crops) in enumerate(models):
@@ -84,6 +86,7 @@ def main() -> None:
             str(x.get("backbone")) for x in m.training.get("members", [])) or "?"
         table.add_row(f"{m.name} {m.version}", backbone, f"{m.input.size} px",
                       f"{m.model_path.stat().st_size / 1e6:.1f}", "on" if m.tta.hflip else "off",
+                      " / ".join(f"{x:g}" for x in m.crop_margins),
                       f"{t1 * 1000:.2f}", f"{args.batch / tn:.0f}",
                       f"{base_one / t1:.2f}x / {base_many / tn:.2f}x")
     out.print(table)

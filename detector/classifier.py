@@ -86,7 +86,14 @@ class Classifier:
         return 1.0 / (1.0 + np.exp(-z))
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """Calibrated P(fake) per crop, in one batched run."""
+        """Calibrated P(fake) per face, in one batched run: `crops` (N, S, S, 3), one crop per face,
+        or (N, V, S, S, 3), V crops of each face (the margins of tta.margins), whose raw outputs
+        are averaged before the calibration."""
         if len(crops) == 0:
             return np.zeros((0,), dtype=np.float64)
+        crops = np.asarray(crops)
+        if crops.ndim == 5:
+            n, v = crops.shape[:2]
+            out = self.combine(self.raw(self.inputs(crops.reshape(n * v, *crops.shape[2:]))), n * v)
+            return self.probabilities(out.reshape(n, v, -1).mean(axis=1))
         return self.probabilities(self.combine(self.raw(self.inputs(crops)), len(crops)))

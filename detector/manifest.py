@@ -64,6 +64,20 @@ class TestTimeAugmentation(BaseModel):
     """Also classify each crop mirrored left-right and average the two raw outputs (logits).
     Doubles the classifier's batch; training/export.py turns it on only when it raised the
     validation AUC, and fits the temperature and thresholds on the averaged outputs."""
+    margins: list[float] = Field(default_factory=list)
+    """More crop margins besides `crop.margin`: each face is also cropped at each of them and the
+    raw outputs of all its crops (and, with hflip, their mirrors) are averaged. Each margin adds
+    one more crop per face to the classifier's batch. A picture calibration (`picture`) and the
+    thresholds are read on the averaged outputs, so they are fitted with the margins in place."""
+
+    @field_validator("margins")
+    @classmethod
+    def _margins(cls, v: list[float]) -> list[float]:
+        if any(not 1.0 <= m <= 3.0 for m in v):
+            raise ValueError(f"tta.margins must each lie in [1.0, 3.0], got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"tta.margins must not repeat a margin, got {v}")
+        return v
 
 
 class Thresholds(BaseModel):
@@ -181,6 +195,11 @@ class Manifest(BaseModel):
     def licence_text(self) -> str:
         """The running model's data licence in one line (doctor, startup log, /readyz)."""
         return self.data_licence.summary() if self.data_licence else "unknown: model.json has no data_licence"
+
+    @property
+    def crop_margins(self) -> tuple[float, ...]:
+        """Every margin a face is cropped at: crop.margin first, then tta.margins."""
+        return (self.crop.margin, *(m for m in self.tta.margins if m != self.crop.margin))
 
     @property
     def model_path(self) -> Path:

@@ -134,10 +134,11 @@ class Detector:
         if tracks is not None:
             small, scale = occlusion.small_copy(rgb)
             tracks.append(occlusion.Track(ts, small, scale, [(f.box.tolist(), f.score, f.landmarks.tolist()) for f in faces]))
-        size, crop = self.manifest.input.size, self.manifest.crop
+        size, align, margins = self.manifest.input.size, self.manifest.crop.align, self.manifest.crop_margins
         evidence = []
         for f in faces:
-            crops.append(crop_face(rgb, f.box, f.landmarks, size, crop.margin, crop.align))
+            views = [crop_face(rgb, f.box, f.landmarks, size, m, align) for m in margins]
+            crops.append(views[0] if len(views) == 1 else np.stack(views))  # (V, S, S, 3) under tta.margins
             evidence.append(FaceEvidence(box=[round(float(v), 1) for v in f.box],
                                          landmarks=[[round(float(x), 1), round(float(y), 1)] for x, y in f.landmarks],
                                          detection_score=round(f.score, 4)))

@@ -558,6 +558,49 @@ def test_hflip_tta_averages_the_logits_of_a_crop_and_its_mirror(tmp_path):
     assert flip.inputs(crops).shape[0] == 2 * len(crops)
 
 
+def _copy_of_shipped(tmp_path, name: str, **changes):
+    import shutil
+
+    shipped = load_manifest("verity-sbi-research")
+    model = tmp_path / name
+    model.mkdir()
+    shutil.copyfile(shipped.model_path, model / "model.onnx")
+    doc = json.loads((shipped.path / "model.json").read_text())
+    doc.update(changes)
+    (model / "model.json").write_text(json.dumps(doc))
+    return model, doc
+
+
+def test_tta_margins_average_the_logits_of_a_face_cropped_at_each_margin(tmp_path):
+    """tta.margins in model.json: each face is also cropped at each further margin, and its score
+    is the calibration of the mean raw output of all its crops and their mirror images."""
+    one, doc = _copy_of_shipped(tmp_path, "one", tta={"hflip": True})
+    two, _ = _copy_of_shipped(tmp_path, "two", tta={"hflip": True, "margins": [1.15]})
+    plain, both = Detector(model=str(one), device="cpu"), Detector(model=str(two), device="cpu")
+    assert both.manifest.crop_margins == (doc["crop"]["margin"], 1.15)
+
+    img = np.asarray(face_image((800, 600), 260, index=3))
+    face = plain.face_detector.detect_photo(img)[0]
+    size, align, t = doc["input"]["size"], doc["crop"]["align"], doc["calibration"]["temperature"]
+    z = []
+    for m in (doc["crop"]["margin"], 1.15):
+        crop = crop_face(img, face.box, face.landmarks, size, m, align)[None]
+        x = plain.classifier.raw(plain.classifier.preprocess(crop, mirrored=True)).reshape(-1).astype(np.float64)
+        z.append(x.mean())  # the crop and its mirror
+    got = both.analyze_image(img).frames[0].faces[0].fake_score
+    assert got == pytest.approx(1 / (1 + np.exp(-np.mean(z) / t)), abs=1e-4)
+    one_margin = plain.analyze_image(img).frames[0].faces[0].fake_score
+    assert one_margin == pytest.approx(1 / (1 + np.exp(-z[0] / t)), abs=1e-4)
+    assert abs(got - one_margin) > 1e-3, "the second crop must change the score"
+
+
+@pytest.mark.parametrize("margins,why", [([0.9], r"\[1.0, 3.0\]"), ([1.15, 1.15], "repeat")])
+def test_tta_margins_out_of_range_or_repeated_are_refused(tmp_path, margins, why):
+    model, _ = _copy_of_shipped(tmp_path, "bad", tta={"hflip": True, "margins": margins})
+    with pytest.raises(ManifestError, match=why):
+        load_manifest(str(model))
+
+
 @pytest.mark.parametrize("color,layout", [("RGB", "NCHW"), ("BGR", "NCHW"), ("RGB", "NHWC"), ("BGR", "NHWC")])
 @pytest.mark.parametrize("mirrored", [False, True])
 def test_classifier_input_is_the_manifest_normalisation_in_its_layout(tmp_path, color, layout, mirrored):

@@ -80,7 +80,7 @@ def collect(sets: Path, model: str, conditions: list[str]) -> dict:
                          "calibration is fitted on validation people only (shift_eval --split val)")
     faces = shift_eval.score(sets, model, conditions)["faces"]
     cache = sets / f"rescaled-{manifest['name']}-{manifest['version']}.json"
-    if cache.exists() and (saved := json.loads(cache.read_text())).get("sha256") == manifest.get("sha256"):
+    if cache.exists() and (saved := json.loads(cache.read_text())).get("runtime") == shift_eval.runtime_key(manifest):
         return {"faces": faces, "rescaled": saved["rescaled"]}
     det = Detector(model=model, device="cpu")
     det.warmup()
@@ -101,7 +101,7 @@ def collect(sets: Path, model: str, conditions: list[str]) -> dict:
                 img = np.asarray(Image.fromarray(rgb).resize((max(8, round(wd * s)), max(8, round(h * s))),
                                                              Image.BICUBIC if s > 1 else Image.LANCZOS))
                 rescaled.append({"unit": r["unit"], "target": target, "faces": ev.scored_faces(det.analyze_image(img))})
-    cache.write_text(json.dumps({"sha256": manifest.get("sha256"), "rescaled": rescaled}))
+    cache.write_text(json.dumps({"runtime": shift_eval.runtime_key(manifest), "rescaled": rescaled}))
     return {"faces": faces, "rescaled": rescaled}
 
 

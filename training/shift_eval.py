@@ -265,6 +265,12 @@ def trained_folders(manifest: dict) -> list[str]:
     return sorted({e.split(" ")[0] for e in entries if e.startswith(("faces-", "talking-"))})
 
 
+def runtime_key(manifest: dict) -> dict:
+    """What a cached score depends on besides the pictures: the network and how the runtime
+    crops, augments and aggregates for it."""
+    return {k: manifest.get(k) for k in ("sha256", "crop", "tta", "calibration", "picture")}
+
+
 def score(out: Path, model: str, conditions: list[str]) -> dict:
     """Scores of every item under every condition with the model (cached in scores-NAME-VERSION.json)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -277,8 +283,7 @@ def score(out: Path, model: str, conditions: list[str]) -> dict:
     trained_on = trained_folders(manifest)
     if cache.exists():
         saved = json.loads(cache.read_text())
-        if (saved.get("conditions") == conditions and saved.get("sha256") == manifest.get("sha256")
-                and saved.get("picture") == manifest.get("picture") and "faces" in saved):
+        if saved.get("conditions") == conditions and saved.get("runtime") == runtime_key(manifest) and "faces" in saved:
             return saved
     det.warmup()
     items = ev.items_from_csv(out / "eval.csv")
@@ -296,6 +301,7 @@ def score(out: Path, model: str, conditions: list[str]) -> dict:
             faces[key][cond] = o.extra.get("faces", [])
             bar.advance(task)
     saved = {"model": det.model_name, "version": det.model_version, "sha256": manifest.get("sha256"),
+             "runtime": runtime_key(manifest),
              "licence": (manifest.get("data_licence") or {}).get("use", "unknown"), "trained_on": trained_on,
              "picture": manifest.get("picture"), "conditions": conditions,
              "seconds": round(time.perf_counter() - t0, 1), "scores": scores, "faces": faces}

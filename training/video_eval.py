@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import sys
@@ -85,7 +86,11 @@ def analyse(items: list[dict], model: str, cache: Path) -> list[dict]:
     from detector.pipeline import Detector
 
     det = Detector(model=model, device="cpu")
-    path = cache / f"video-frames-{det.model_name}-{det.model_version}.json"
+    m = det.manifest  # what a frame's scores depend on
+    scoring = {"sha256": m.sha256, "crop": m.crop.model_dump(), "tta": m.tta.model_dump(),
+               "calibration": m.calibration.model_dump()}
+    digest = hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache / f"video-frames-{det.model_name}-{det.model_version}-{digest}.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     det.warmup()
     todo = [it for it in items if it["path"] not in saved]
