@@ -153,10 +153,11 @@ def main() -> None:
         sys.exit(f"expected one face in the benchmark photo, found {len(faces)}")
     f = faces[0]
     spec = det.manifest
-    crop = crop_face(rgb, f.box, f.landmarks, spec.input.size, spec.crop.margin, spec.crop.align)
+    crops = np.stack([crop_face(rgb, f.box, f.landmarks, spec.input.size, m, spec.crop.align)
+                      for m in spec.crop_margins])  # one crop per margin (tta.margins)
     blob, _ = det.face_detector.prepare(rgb, side)
     fsess, fname = det.face_detector.session, det.face_detector.input_name
-    batch = det.classifier.inputs(crop[None])  # what the pipeline runs (with a mirrored copy under tta.hflip)
+    batch = det.classifier.inputs(crops)  # what the pipeline runs (with mirrored copies under tta.hflip)
 
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crop", "classify", "total")}
     from_array, ceil_detect, ceil_classify, cpu_pipe, cpu_ceil = [], [], [], [], []
@@ -199,7 +200,9 @@ def main() -> None:
     out.print(f"detector input {blob.shape[3]}x{blob.shape[2]} (a photo's side {side}; video frames "
               f"{det.face_detector.max_side}); "
               f"classifier input {spec.input.size}px, batch {batch.shape[0]}"
-              f"{' (the face and its mirror: tta.hflip)' if batch.shape[0] == 2 else ''}. Detect stage in the pipeline = resize + "
+              f" (the face cropped at {' and '.join(f'{m:g}' for m in spec.crop_margins)}"
+              f"{', each with its mirror: tta.hflip' if spec.tta.hflip else ''})"
+              f". Detect stage in the pipeline = resize + "
               f"normalise + ORT run + decode/NMS; ceiling = ORT run only. CPU ms = process CPU time (all threads), "
               f"less sensitive than wall time to other load on the machine.")
 
