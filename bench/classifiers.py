@@ -55,8 +55,7 @@ def main() -> None:
         clf = Classifier(manifest, "cpu")
         size = manifest.input.size
         views = len(manifest.crop_margins)  # tta.margins: that many crops of each face
-        shape = (args.batch, size, size, 3) if views == 1 else (args.batch, views, size, size, 3)
-        crops = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        crops = rng.integers(0, 256, size=(args.batch, views, size, size, 3), dtype=np.uint8)
         clf(crops)  # warm-up: the first run allocates
         models.append((manifest, clf, crops))
 

@@ -92,8 +92,8 @@ class Classifier:
         if len(crops) == 0:
             return np.zeros((0,), dtype=np.float64)
         crops = np.asarray(crops)
-        if crops.ndim == 5:
-            n, v = crops.shape[:2]
-            out = self.combine(self.raw(self.inputs(crops.reshape(n * v, *crops.shape[2:]))), n * v)
-            return self.probabilities(out.reshape(n, v, -1).mean(axis=1))
-        return self.probabilities(self.combine(self.raw(self.inputs(crops)), len(crops)))
+        if crops.ndim == 4:
+            crops = crops[:, None]  # one view of each face
+        n, v = crops.shape[:2]
+        out = self.combine(self.raw(self.inputs(crops.reshape(n * v, *crops.shape[2:]))), n * v)
+        return self.probabilities(out.reshape(n, v, -1).mean(axis=1))

@@ -137,8 +137,7 @@ class Detector:
         size, align, margins = self.manifest.input.size, self.manifest.crop.align, self.manifest.crop_margins
         evidence = []
         for f in faces:
-            views = [crop_face(rgb, f.box, f.landmarks, size, m, align) for m in margins]
-            crops.append(views[0] if len(views) == 1 else np.stack(views))  # (V, S, S, 3) under tta.margins
+            crops.append(np.stack([crop_face(rgb, f.box, f.landmarks, size, m, align) for m in margins]))  # (V, S, S, 3)
             evidence.append(FaceEvidence(box=[round(float(v), 1) for v in f.box],
                                          landmarks=[[round(float(x), 1), round(float(y), 1)] for x, y in f.landmarks],
                                          detection_score=round(f.score, 4)))

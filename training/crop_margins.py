@@ -73,11 +73,11 @@ def averaged(per_margin: list[dict]) -> tuple[dict, int]:
 
 def write_margins(model: Path, margins: list[float]) -> dict:
     """Set tta.margins in model.json; drop the picture and video blocks fitted on one crop."""
-    from detector.manifest import TestTimeAugmentation
+    from detector.manifest import TestTimeAugmentation, load_manifest
 
+    base = load_manifest(str(model)).crop.margin
     path = model / "model.json"
     manifest = json.loads(path.read_text())
-    base = manifest.get("crop", {}).get("margin", 1.3)
     extra = [m for m in margins if not math.isclose(m, base)]
     manifest["tta"] = TestTimeAugmentation.model_validate({**manifest.get("tta", {}), "margins": extra}).model_dump()
     dropped = [k for k in ("picture", "video") if manifest.pop(k, None) is not None]
@@ -89,7 +89,7 @@ def write_margins(model: Path, margins: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from detector.manifest import PictureSpec
+    from detector.manifest import PictureSpec, load_manifest
     from training import picture_calibration as pc
     from training import shift_eval
 
@@ -108,13 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         m = write_margins(model, args.write)
         log(f"tta.margins of {model}: {m['tta']['margins']}")
         return
-    meta = json.loads((sets / "items.json").read_text())
-    if meta.get("split") != "val":
-        raise SystemExit(f"{sets} holds the {meta.get('split', 'test')} people's pictures: margins are chosen on "
-                         "validation people only (shift_eval --split val)")
-    manifest = json.loads((model / "model.json").read_text())
-    review = manifest["thresholds"]["review"]
-    margins = [manifest.get("crop", {}).get("margin", 1.3), *args.margins]
+    meta = pc.validation_items(sets, "margins are chosen")
+    manifest = load_manifest(str(model))
+    review = manifest.thresholds.review
+    margins = [manifest.crop.margin, *args.margins]
     scored = {m: shift_eval.score(sets, str(margin_copy(sets, model, m)), args.conditions)["faces"] for m in margins}
     units = sorted({r["unit"] for r in meta["items"]})
     rows = []
@@ -127,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             cross = pc.compare(meta, collected, args.conditions, review, {"c": lambda unit, folds=folds: folds[pc._fold(unit)]})
             rows.append((" + ".join(f"{m:g}" for m in combo), {r["condition"]: r["c"] for r in cross if r["layout"] == "all"},
                          skipped))
-    print(f"{manifest['name']} {manifest['version']}: crop margins on validation people ({sets}), every layout, "
+    print(f"{manifest.name} {manifest.version}: crop margins on validation people ({sets}), every layout, "
           f"count-corrected, two folds of people; review threshold {review}\n")
     print("| margins | " + " | ".join(f"ROC-AUC {c}" for c in args.conditions) + " | "
           + " | ".join(f"real / fake flagged, {c}" for c in args.conditions) + " |")

@@ -63,6 +63,15 @@ def _fold(unit: str) -> int:
 
 # --- collecting -------------------------------------------------------------------------------
 
+def validation_items(sets: Path, what: str) -> dict:
+    """items.json of shift_eval sets, refused unless they are the validation people's pictures."""
+    meta = json.loads((sets / "items.json").read_text())
+    if meta.get("split") != "val":
+        raise SystemExit(f"{sets} holds the {meta.get('split', 'test')} people's pictures: {what} on "
+                         "validation people only (shift_eval --split val)")
+    return meta
+
+
 def collect(sets: Path, model: str, conditions: list[str]) -> dict:
     """Every picture's faces [[width, score], ...] under every condition (training.shift_eval's
     scoring, cached beside the sets in scores-NAME-VERSION.json), and the faces of each real single
@@ -74,10 +83,7 @@ def collect(sets: Path, model: str, conditions: list[str]) -> dict:
     from training import shift_eval
 
     manifest = json.loads((Path(model) / "model.json").read_text())
-    meta = json.loads((sets / "items.json").read_text())
-    if meta.get("split") != "val":
-        raise SystemExit(f"{sets} holds the {meta.get('split', 'test')} people's pictures: a picture "
-                         "calibration is fitted on validation people only (shift_eval --split val)")
+    meta = validation_items(sets, "a picture calibration is fitted")
     faces = shift_eval.score(sets, model, conditions)["faces"]
     cache = sets / f"rescaled-{manifest['name']}-{manifest['version']}.json"
     if cache.exists() and (saved := json.loads(cache.read_text())).get("runtime") == shift_eval.runtime_key(manifest):

@@ -265,10 +265,10 @@ def trained_folders(manifest: dict) -> list[str]:
     return sorted({e.split(" ")[0] for e in entries if e.startswith(("faces-", "talking-"))})
 
 
-def runtime_key(manifest: dict) -> dict:
+def runtime_key(manifest: dict, picture: bool = True) -> dict:
     """What a cached score depends on besides the pictures: the network and how the runtime
-    crops, augments and aggregates for it."""
-    return {k: manifest.get(k) for k in ("sha256", "crop", "tta", "calibration", "picture")}
+    crops, augments and (for a picture's score, `picture`) aggregates for it."""
+    return {k: manifest.get(k) for k in ("sha256", "crop", "tta", "calibration", *(("picture",) if picture else ()))}
 
 
 def score(out: Path, model: str, conditions: list[str]) -> dict:

@@ -44,6 +44,7 @@ from detector import evaluation as ev
 from detector.aggregate import _logit, face_tracks, item_score, track_score
 from detector.result import FaceEvidence, FrameEvidence
 from training import data as D
+from training import shift_eval
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -86,9 +87,7 @@ def analyse(items: list[dict], model: str, cache: Path) -> list[dict]:
     from detector.pipeline import Detector
 
     det = Detector(model=model, device="cpu")
-    m = det.manifest  # what a frame's scores depend on
-    scoring = {"sha256": m.sha256, "crop": m.crop.model_dump(), "tta": m.tta.model_dump(),
-               "calibration": m.calibration.model_dump()}
+    scoring = shift_eval.runtime_key(det.manifest.model_dump(mode="json"), picture=False)  # a frame's scores
     digest = hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()[:12]
     path = cache / f"video-frames-{det.model_name}-{det.model_version}-{digest}.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
