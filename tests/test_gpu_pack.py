@@ -16,6 +16,7 @@ from mediagen import face_photo_paths
 from PIL import Image
 
 from detector.crops import crop_face
+from detector.manifest import load_manifest
 from training import data as D
 from training import gpu_pack as P
 
@@ -202,6 +203,9 @@ def test_a_pack_trains_two_steps_on_the_cpu_into_a_checkpoint_the_export_reads(t
     assert meta["faces"]["train"] > 0 and meta["faces"]["val"] > 0 and len(meta["eval_pictures"]) == 8
     # the shipped model, scored here on the packed eval faces the runtime's way, for the device's table
     assert [len(b["scores"]) for b in meta["eval_baselines"]] == [int(np.sum([p["faces"] for p in meta["eval_pictures"]]))]
+    # ... with all its crops (crop.margin and tta.margins), and the device crops the trained network alike
+    shipped = load_manifest(str(P.SHIPPED)).crop_margins
+    assert meta["eval_baselines"][0]["margins"] == list(shipped) == meta["eval"]["margins"] and len(shipped) > 1
 
     # the device's validation sets, made in parallel, are training.validation's own
     from training.validation import selection_sets
@@ -234,3 +238,37 @@ def test_a_pack_trains_two_steps_on_the_cpu_into_a_checkpoint_the_export_reads(t
     assert export.main(["--run", str(out), "--out", str(tmp_path / "model"), "--version", "0.0.1", "--tta", "off"]) == 0
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
     assert manifest["input"]["size"] == 64 and "training.gpu_train" in manifest["training"]["hardware"]
+
+
+def test_the_device_reads_a_face_as_the_runtime_does_every_margin_and_its_mirror():
+    torch = pytest.importorskip("torch", reason="the [train] extra is not installed (torch): training tests skipped")
+    from training import gpu_train as G
+
+    class LeftMinusRight(torch.nn.Module):  # a mirror image gives the opposite logit
+        def forward(self, x):
+            w = x.shape[-1] // 2
+            return (x[..., :w].mean(dim=(1, 2, 3)) - x[..., w:].mean(dim=(1, 2, 3))).reshape(-1, 1)
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (3, 2, 16, 16, 3), dtype=np.uint8)  # 3 faces, 2 margins each
+    crops[:, :, :, :8] //= 4  # darker left halves: every crop alone reads negative
+    model, cpu = LeftMinusRight(), torch.device("cpu")
+    alone = G.logits(model, crops.reshape(6, 16, 16, 3), cpu)
+    assert (alone < -0.5).all()
+    np.testing.assert_allclose(G.view_logits(model, crops, cpu), 0.0, atol=1e-5)  # left-right, as tta.hflip
+
+    class MeanPixel(torch.nn.Module):  # blind to the flip: the margins' mean is what is left
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3)).reshape(-1, 1)
+
+    m = MeanPixel()
+    np.testing.assert_allclose(G.view_logits(m, crops, cpu), G.logits(m, crops.reshape(6, 16, 16, 3), cpu)
+                               .reshape(3, 2).mean(axis=1), rtol=1e-5)
+
+
+def test_eval_margins_default_to_the_shipped_models_and_never_exceed_the_packed_crop():
+    assert P.eval_margins(None, [str(P.SHIPPED)], 1.3) == list(load_manifest(str(P.SHIPPED)).crop_margins)
+    assert P.eval_margins([1.0], [str(P.SHIPPED)], 1.3) == [1.3, 1.0]
+    assert P.eval_margins(None, [], 1.3) == [1.3]
+    with pytest.raises(SystemExit, match="no margin may exceed"):
+        P.eval_margins([1.45], [], 1.3)

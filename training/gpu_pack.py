@@ -23,8 +23,10 @@ eval     face crops of held-out-source single pictures of a `training.shift_eval
          conditions original and jpeg50 applied to the whole picture first
          (`detector.evaluation.apply_condition`), faces found by the runtime's detector: per face
          the part of the picture its classifier crop reads (at most --eval-crop-px across), with
-         box and landmarks in it, so that the device crops at any input size. People are left
-         out (from the source taking the most room) until the set fits --eval-mib.
+         box and landmarks in it, so that the device crops at any input size and at any margin up
+         to the run's (`--eval-margins`, by default the shipped model's crop.margin and
+         tta.margins: the device averages a face's crops and their mirrors, as the runtime does).
+         People are left out (from the source taking the most room) until the set fits --eval-mib.
 meta     JSON: the run's config, what was packed and how.
 
 The file must fit --max-mib (the device tool carries 64 MiB with the working tree): when even
@@ -382,27 +384,48 @@ def pack_eval(folder: Path, items: list[dict], margin: float, align: bool, max_c
 
 def baseline_scores(model_dir: str, eval_part: EvalPart, margin: float) -> dict:
     """An exported model (a models/ folder, ensembles too) on the packed eval faces, run here as the
-    runtime runs it (detector.classifier: its crop size, margin and alignment, its test-time flip and
-    calibration), from the very pixels the device reads: P(fake) per face, for the device's table."""
+    runtime runs it (detector.classifier: its crop size, every crop margin (`tta.margins` too) and
+    alignment, its test-time flip and calibration), from the very pixels the device reads: P(fake)
+    per face, for the device's table."""
     from detector.classifier import Classifier
     from detector.crops import crop_face
     from detector.manifest import load_manifest
 
     man = load_manifest(model_dir)
-    if man.crop.margin > margin:
-        print(f"warning: {model_dir} crops at margin {man.crop.margin}, the eval regions hold {margin}: "
-              f"its crops get black edges")
+    if max(man.crop_margins) > margin:
+        print(f"warning: {model_dir} crops at margins {list(man.crop_margins)}, the eval regions hold {margin}: "
+              f"its wider crops get black edges")
     clf = Classifier(man, "cpu", threads=2)
     a = eval_part.arrays
     out: list[float] = []
     for lo in range(0, len(a["eval_picture"]), 64):
         hi = min(len(a["eval_picture"]), lo + 64)
-        crops = np.stack([crop_face(jpeg_decode(a["eval_jpeg"][a["eval_offsets"][i]:a["eval_offsets"][i + 1]]),
-                                    a["eval_box"][i], a["eval_landmarks"][i], man.input.size,
-                                    man.crop.margin, man.crop.align) for i in range(lo, hi)])
+        regions = [jpeg_decode(a["eval_jpeg"][a["eval_offsets"][i]:a["eval_offsets"][i + 1]]) for i in range(lo, hi)]
+        crops = np.stack([np.stack([crop_face(r, a["eval_box"][i], a["eval_landmarks"][i], man.input.size, m,
+                                              man.crop.align) for m in man.crop_margins])
+                          for i, r in zip(range(lo, hi), regions)])  # (n, V, S, S, 3), as the pipeline gives it
         out += [round(float(p), 6) for p in clf(crops)]
     return {"name": man.name, "version": man.version, "model": str(model_dir), "size": man.input.size,
-            "scores": out}
+            "margins": list(man.crop_margins), "scores": out}
+
+
+def eval_margins(asked: list[float] | None, baselines: list[str], margin: float) -> list[float]:
+    """The crop margins the device scores each eval face at (a trained network's logit is their
+    mean, with mirrors, as the runtime reads `tta.margins`): `asked`, or else the first baseline's
+    (the shipped model's), so that the trained network and the model it must beat see the same
+    views. None may exceed `margin`: the packed regions hold only what a crop at `margin` reads."""
+    if asked:
+        margins = list(dict.fromkeys([margin, *asked]))
+    elif baselines:
+        from detector.manifest import load_manifest
+
+        margins = [m for m in load_manifest(baselines[0]).crop_margins if m <= margin] or [margin]
+    else:
+        margins = [margin]
+    if max(margins) > margin:
+        raise SystemExit(f"--eval-margins {margins}: the eval regions are packed for the run's crop margin {margin}, "
+                         f"so no margin may exceed it")
+    return margins
 
 
 # --- the file --------------------------------------------------------------------------------
@@ -573,6 +596,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-crop-px", type=int, default=288,
                    help="an eval face whose classifier crop is wider than this is stored shrunk to it")
     p.add_argument("--eval-quality", type=int, default=95)
+    p.add_argument("--eval-margins", nargs="+", type=float, default=None,
+                   help="crop margins the device scores each eval face at, beside the run's (default: the first "
+                        "--baseline's crop.margin and tta.margins; none above the run's margin)")
     p.add_argument("--baseline", action="append", default=None,
                    help="exported model scored here on the eval faces, for the device's table (repeatable; "
                         f"default {SHIPPED.relative_to(SHIPPED.parents[1])}, the shipped model; none: no baseline)")
@@ -624,9 +650,11 @@ def main(argv=None) -> int:
               f"under {', '.join(EVAL_CONDITIONS)}")
         eval_part = pack_eval(folder, items, margin, align, args.eval_crop_px, args.eval_quality,
                               int(args.eval_mib * MIB))
-        meta["eval"] = {"dir": str(folder), "conditions": list(EVAL_CONDITIONS), "crop_px": args.eval_crop_px,
-                        "quality": args.eval_quality, "people": eval_part.people}
         baselines = [b for b in (args.baseline or [str(SHIPPED)]) if b != "none"]
+        meta["eval"] = {"dir": str(folder), "conditions": list(EVAL_CONDITIONS), "crop_px": args.eval_crop_px,
+                        "quality": args.eval_quality, "people": eval_part.people,
+                        "margins": eval_margins(args.eval_margins, baselines, margin)}
+        print(f"eval crops at margins {meta['eval']['margins']}, each with its mirror")
         meta["eval_baselines"] = [baseline_scores(b, eval_part, margin) for b in baselines]
         for b in meta["eval_baselines"]:
             print(f"baseline {b['name']} {b['version']} scored on the {len(b['scores'])} eval faces")

@@ -135,8 +135,8 @@ def _eval_chunk(job) -> np.ndarray:
     from detector.crops import crop_face
 
     size, lo, hi = job
-    margin, align = _SHARED["eval_geom"]
-    return np.stack([crop_face(region, box, lms, size, margin=margin, align=align)
+    margins, align = _SHARED["eval_geom"]
+    return np.stack([np.stack([crop_face(region, box, lms, size, margin=m, align=align) for m in margins])
                      for _, region, box, lms in _SHARED["eval"][lo:hi]])
 
 
@@ -164,13 +164,13 @@ def validation_sets(val, size: int, margin: float, align: bool, seed: int, p_bi:
     return sets
 
 
-def eval_crops(faces: list, sizes: set[int], margin: float, align: bool, workers: int) -> dict[int, np.ndarray]:
-    """The classifier crops of the pack's evaluation faces at each input size."""
-    _SHARED.update(eval=faces, eval_geom=(margin, align))
+def eval_crops(faces: list, sizes: set[int], margins: list[float], align: bool, workers: int) -> dict[int, np.ndarray]:
+    """The classifier crops of the pack's evaluation faces at each input size: (faces, margins, S, S, 3)."""
+    _SHARED.update(eval=faces, eval_geom=(list(margins), align))
     out = {}
     for s in sorted(sizes):
         parts = _parallel(_eval_chunk, [(s, lo, hi) for lo, hi in _chunks(len(faces), workers * 2)], workers)
-        out[s] = np.concatenate(parts) if parts else np.zeros((0, s, s, 3), np.uint8)
+        out[s] = np.concatenate(parts) if parts else np.zeros((0, len(margins), s, s, 3), np.uint8)
     return out
 
 
@@ -194,6 +194,16 @@ def logits(model: nn.Module, crops: np.ndarray, device: torch.device, batch: int
     out = [model(normalise(torch.from_numpy(crops[i:i + batch]), device)).reshape(-1).float().cpu()
            for i in range(0, len(crops), batch)]
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def view_logits(model: nn.Module, crops: np.ndarray, device: torch.device) -> np.ndarray:
+    """One logit per face of (faces, V, S, S, 3) crops, read as the runtime reads a face's crops
+    (detector/classifier.py with tta.hflip and tta.margins): the mean of every crop's and its
+    mirror image's logits."""
+    n, v = crops.shape[:2]
+    flat = crops.reshape(n * v, *crops.shape[2:])
+    both = logits(model, flat, device) + logits(model, np.ascontiguousarray(flat[:, :, ::-1]), device)
+    return (both / 2).reshape(n, v).mean(axis=1) if n else np.zeros(0, np.float32)
 
 
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -335,10 +345,12 @@ def prepare(args, pack: P.Pack) -> tuple:
     pictures, faces = pack.eval_faces(args.limit)
     init = pack.meta["weights"].get("init")
     sizes = {args.size} | ({int(init["size"])} if init else set())
-    crops = eval_crops(faces, sizes, margin, align, workers) if faces else {}
+    margins = pack.meta.get("eval", {}).get("margins", [margin])  # packs before margins: the run's alone
+    crops = eval_crops(faces, sizes, margins, align, workers) if faces else {}
     if faces:
         print(f"evaluation: {len(pictures)} pictures, {len(faces)} faces "
-              f"({', '.join(sorted({p['source'] for p in pictures}))})", flush=True)
+              f"({', '.join(sorted({p['source'] for p in pictures}))}), cropped at margins {margins} and mirrored",
+              flush=True)
     return train, vsets, pictures, faces, crops, (int(init["size"]) if init else None)
 
 
@@ -496,14 +508,16 @@ def evaluate(args, pack: P.Pack, device, final: nn.Module, pictures, faces, ecro
         load_weights(start, pack.weights("init"), "init")
         start = start.to(device, memory_format=torch.channels_last)
         scores[f"{init.get('name')} {init.get('version')} @{init_size}"] = picture_scores(
-            pictures, faces, logits(start, ecrops[init_size], device))
+            pictures, faces, view_logits(start, ecrops[init_size], device))
     for base in pack.meta.get("eval_baselines", []):  # scored on the workstation, the runtime's way
         scores[f"{base['name']} {base['version']} (runtime)"] = picture_scores(  # faces: a prefix (--limit)
             pictures, faces, np.asarray(base["scores"], np.float64)[:len(faces)])
-    scores[f"trained @{args.size}"] = picture_scores(pictures, faces, logits(final, ecrops[args.size], device))
+    scores[f"trained @{args.size}"] = picture_scores(pictures, faces, view_logits(final, ecrops[args.size], device))
     table, rows = device_report(pictures, scores, args.resamples)
     no_face = int(np.isnan(next(iter(scores.values()))).sum())
-    print(f"\nDevice evaluation: held-out-source single pictures, one score per picture (its highest face logit), "
+    print(f"\nDevice evaluation: held-out-source single pictures, one score per picture (its highest face: the mean "
+          f"logit of its crops at margins {pack.meta.get('eval', {}).get('margins', [pack.meta['config']['margin']])} "
+          f"and their mirrors), "
           f"ROC-AUC [95% bootstrap over people, {args.resamples} resamples]; {no_face} pictures without a face "
           f"left out ({time.time() - t:.0f} s)\n\n{table}\n", flush=True)
     (out / "device_eval.json").write_text(json.dumps({
