@@ -10,12 +10,14 @@
 #                 (writes $OUT/verity-sbi-gpu/{best.pt,config.json,history.json,device_eval.json,model.onnx}
 #                 and $OUT/verity-sbi-gpu.log; extra arguments go to training.gpu_train)
 #   back here:    training/run_gpu.sh import <the verity-sbi-gpu folder that came back>
-#                 (export with calibration, then the source-held-out evaluation against the shipped model;
-#                 ship only if it wins there)
+#                 (export with calibration, the shipped models' second crop and picture calibration, then
+#                 the source-held-out evaluation against both shipped models; ship only if it wins there,
+#                 after training.video_eval --write)
 #
 # Environment: MINUTES (default 8: the whole training command, loading and evaluation included),
 # PACK (default training/gpu_pack.npz), PYTHON (default python3: the one with torch on the GPU
-# machine), VERSION (model version of the export, default 1.0.0), SHIFT (default /tmp/verity-shift).
+# machine), VERSION (model version of the export, default 1.0.0), SHIFT (default /tmp/verity-shift),
+# PICTVAL (the validation people's pictures, default /tmp/verity-pictval, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-train}
@@ -37,8 +39,18 @@ case "$what" in
     if [ -f "$src/device_eval.json" ]; then cp "$src/device_eval.json" "training/runs/$name/"; fi
     .venv-train/bin/python -m training.export --run "training/runs/$name" --out "/tmp/$name" --name "$name" \
       --version "${VERSION:-1.0.0}"
-    .venv/bin/python -m training.shift_eval --out "${SHIFT:-/tmp/verity-shift}" --evaluate models/verity-sbi "/tmp/$name" \
-      --report "training/runs/$name/shift_eval.md"
+    # the runtime's views of a face and a photo, as the shipped models have them: a second crop at
+    # 1.15 and the count correction fitted on the validation people's pictures
+    pictval=${PICTVAL:-/tmp/verity-pictval}
+    if [ ! -f "$pictval/items.json" ]; then
+      .venv/bin/python -m training.shift_eval --split val --per-source 200 --source faces-fairface \
+        --source faces-london --source faces-canada --out "$pictval"
+    fi
+    .venv/bin/python -m training.crop_margins --sets "$pictval" --model "/tmp/$name" --write 1.15
+    .venv/bin/python -m training.picture_calibration --sets "$pictval" --model "/tmp/$name" --write
+    # the comparison that decides: the new network last, so the difference column is new - research
+    .venv/bin/python -m training.shift_eval --out "${SHIFT:-/tmp/verity-shift}" \
+      --evaluate models/verity-sbi-research models/verity-sbi "/tmp/$name" --report "training/runs/$name/shift_eval.md"
     ;;
   *)
     echo "usage: training/run_gpu.sh train [gpu_train options] | import DIR" >&2
