@@ -23,9 +23,34 @@ def redis_connection(settings: Settings) -> Redis:
     return Redis.from_url(settings.require_redis_url(), health_check_interval=30)
 
 
+WAKE_PREFIX = "verity:wake:"
+WAKE_MAX = 1000
+"""Wake tokens kept per queue at most: a token only ends an idle worker's wait early, so the
+ones no idle worker took (all were busy, and took the jobs straight from the queue) are trimmed."""
+
+
+def wake_key(queue_name: str) -> str:
+    """The list a queue's enqueues push a token onto: a detector worker takes from two queues
+    (live segments, then uploads) and Redis cannot block on both while moving a job atomically into
+    the worker's own list (BLMOVE reads one list), so an idle worker blocks on the queues' wake
+    lists instead (BLPOP reads several) and, woken, moves the job with LMOVE (workers/lease.py)."""
+    return WAKE_PREFIX + queue_name
+
+
+class WakingQueue(Queue):
+    """An RQ queue whose every push (enqueue, retry, requeue) also pushes a wake token, in the same
+    pipeline or transaction as the job id."""
+
+    def push_job_id(self, job_id: str, pipeline=None, at_front: bool = False):
+        super().push_job_id(job_id, pipeline=pipeline, at_front=at_front)
+        connection = pipeline if pipeline is not None else self.connection
+        connection.rpush(wake_key(self.name), 1)
+        connection.ltrim(wake_key(self.name), -WAKE_MAX, -1)
+
+
 def analysis_queue(settings: Settings, connection: Redis) -> Queue:
-    return Queue(settings.queue_name, connection=connection, serializer="json",
-                 default_timeout=settings.job_timeout)
+    return WakingQueue(settings.queue_name, connection=connection, serializer="json",
+                       default_timeout=settings.job_timeout)
 
 
 def enqueue_analysis(settings: Settings, connection: Redis, upload_id: str, *, fresh: bool = False) -> Job:
@@ -55,8 +80,8 @@ SEGMENT_FAILURE_CALLBACK = "workers.live.on_segment_failure"
 
 
 def live_queue(settings: Settings, connection: Redis) -> Queue:
-    return Queue(settings.live_queue, connection=connection, serializer="json",
-                 default_timeout=defaults.LIVE_JOB_TIMEOUT_SECONDS)
+    return WakingQueue(settings.live_queue, connection=connection, serializer="json",
+                       default_timeout=defaults.LIVE_JOB_TIMEOUT_SECONDS)
 
 
 def segment_job_id(segment_id: str) -> str:

@@ -26,6 +26,12 @@ puts what it holds back at the head of its queue; a dead worker's list is put ba
 sweep of any live worker. Sweeps run every `SWEEP_SECONDS`, between jobs and while idle, not only
 at RQ's maintenance interval, so a dead worker's job is taken up again within about
 LEASE_TTL_SECONDS + SWEEP_SECONDS of its death.
+
+BLMOVE blocks on one list, and a detector worker takes from two queues (live segments first, then
+uploads). An idle worker on several queues therefore blocks on their wake lists (BLPOP reads
+several; `core.queue.WakingQueue` pushes a token with every job) and, woken, takes the job with
+LMOVE, the most urgent queue first; a job pushed without a token is found at the next
+`POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Job
 from rq.utils import as_text, backend_class
 
-from core.queue import LEASED_WORKERS_KEY, holding_key
+from core.queue import LEASED_WORKERS_KEY, WakingQueue, holding_key, wake_key
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +65,9 @@ cleaning). RQ's own lasts 899 s, and the hand-back of dead workers' jobs waits f
 worker SIGKILLed in a cleanup would hold every dead worker's job for 15 minutes. A cleanup of
 Verity's registries takes milliseconds."""
 POLL_SECONDS = 0.5
-"""A worker on several queues blocks on the first (the most urgent) this long at a time, then looks
-at the others: at most this much is added to the wait of a job on a later queue when all are idle."""
+"""A worker on several queues blocks on their wake lists (core.queue.wake_key) this long at a time,
+then looks at every queue: a job pushed without a wake token (a plain RQ queue's push) waits at
+most this long for an idle worker."""
 
 _PUT_BACK = """
 if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then
@@ -113,7 +120,7 @@ def put_back_dead_workers_jobs(connection: Redis) -> list[str]:
     return put_back
 
 
-class HoldingQueue(Queue):
+class HoldingQueue(WakingQueue):
     """A Queue whose `dequeue_any` moves the job into the worker's own list (`holding`, set by
     `for_worker`) in the same Redis command that takes it from the queue, for one queue or
     several (RQ moves it into a shared list for one queue and holds it nowhere for several)."""
@@ -164,10 +171,12 @@ class HoldingQueue(Queue):
             left = deadline - time.monotonic()
             if left <= 0:
                 return None, None
-            wait = left if len(queues) == 1 else min(left, POLL_SECONDS)
-            raw = connection.blmove(queues[0].key, cls.holding, max(wait, 0.01))
-            if raw is not None:
-                return as_text(raw), queues[0]
+            if len(queues) == 1:
+                raw = connection.blmove(queues[0].key, cls.holding, max(left, 0.01))
+                if raw is not None:
+                    return as_text(raw), queues[0]
+            else:  # woken by any queue's push (or after POLL_SECONDS), then LMOVE in order, above
+                connection.blpop([wake_key(q.name) for q in queues], max(min(left, POLL_SECONDS), 0.01))
 
 
 def hand_back_dead_executions(connection: Redis, queues, exception_handlers=None) -> list[str]:
