@@ -498,6 +498,12 @@ class Pack:
     meta: dict
     z: object
 
+    @property
+    def eval_margins(self) -> list[float]:
+        """The crop margins the device reads each eval face at (packs made before `--eval-margins`:
+        the run's margin alone)."""
+        return self.meta.get("eval", {}).get("margins", [float(self.meta["config"]["margin"])])
+
     def records(self, split: str, limit: int = 0, threads: int = 0) -> list[PackedFace]:
         """The packed faces of a split ("train" or "val"), in packing order; limit > 0: `limit` of
         them spread evenly over it (`spread`)."""

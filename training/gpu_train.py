@@ -345,7 +345,7 @@ def prepare(args, pack: P.Pack) -> tuple:
     pictures, faces = pack.eval_faces(args.limit)
     init = pack.meta["weights"].get("init")
     sizes = {args.size} | ({int(init["size"])} if init else set())
-    margins = pack.meta.get("eval", {}).get("margins", [margin])  # packs before margins: the run's alone
+    margins = pack.eval_margins
     crops = eval_crops(faces, sizes, margins, align, workers) if faces else {}
     if faces:
         print(f"evaluation: {len(pictures)} pictures, {len(faces)} faces "
@@ -516,7 +516,7 @@ def evaluate(args, pack: P.Pack, device, final: nn.Module, pictures, faces, ecro
     table, rows = device_report(pictures, scores, args.resamples)
     no_face = int(np.isnan(next(iter(scores.values()))).sum())
     print(f"\nDevice evaluation: held-out-source single pictures, one score per picture (its highest face: the mean "
-          f"logit of its crops at margins {pack.meta.get('eval', {}).get('margins', [pack.meta['config']['margin']])} "
+          f"logit of its crops at margins {pack.eval_margins} "
           f"and their mirrors), "
           f"ROC-AUC [95% bootstrap over people, {args.resamples} resamples]; {no_face} pictures without a face "
           f"left out ({time.time() - t:.0f} s)\n\n{table}\n", flush=True)

@@ -72,10 +72,11 @@ def validation_items(sets: Path, what: str) -> dict:
     return meta
 
 
-def collect(sets: Path, model: str, conditions: list[str]) -> dict:
+def collect(sets: Path, model: str, conditions: list[str], meta: dict | None = None) -> dict:
     """Every picture's faces [[width, score], ...] under every condition (training.shift_eval's
     scoring, cached beside the sets in scores-NAME-VERSION.json), and the faces of each real single
-    photo scaled to RESCALED_WIDTHS (cached in rescaled-NAME-VERSION.json)."""
+    photo scaled to RESCALED_WIDTHS (cached in rescaled-NAME-VERSION.json). `meta`: the sets'
+    items.json as `validation_items` gave it, when the caller has read it already."""
     from rich.progress import Progress
 
     from detector import media
@@ -83,7 +84,7 @@ def collect(sets: Path, model: str, conditions: list[str]) -> dict:
     from training import shift_eval
 
     manifest = json.loads((Path(model) / "model.json").read_text())
-    meta = validation_items(sets, "a picture calibration is fitted")
+    meta = meta if meta is not None else validation_items(sets, "a picture calibration is fitted")
     faces = shift_eval.score(sets, model, conditions)["faces"]
     cache = sets / f"rescaled-{manifest['name']}-{manifest['version']}.json"
     if cache.exists() and (saved := json.loads(cache.read_text())).get("runtime") == shift_eval.runtime_key(manifest):
@@ -228,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", help="also write the comparison (markdown) to this file")
     args = p.parse_args(argv)
     sets, model = Path(args.sets), Path(args.model)
-    meta = json.loads((sets / "items.json").read_text())
-    collected = collect(sets, str(model), args.conditions)
+    meta = validation_items(sets, "a picture calibration is fitted")
+    collected = collect(sets, str(model), args.conditions, meta)
     manifest = json.loads((model / "model.json").read_text())
     review = manifest["thresholds"]["review"]
 

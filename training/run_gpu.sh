@@ -39,14 +39,19 @@ case "$what" in
     if [ -f "$src/device_eval.json" ]; then cp "$src/device_eval.json" "training/runs/$name/"; fi
     .venv-train/bin/python -m training.export --run "training/runs/$name" --out "/tmp/$name" --name "$name" \
       --version "${VERSION:-1.0.0}"
-    # the runtime's views of a face and a photo, as the shipped models have them: a second crop at
-    # 1.15 and the count correction fitted on the validation people's pictures
+    # the runtime's views of a face and a photo, as the shipped research model has them: its further
+    # crop margins (tta.margins) and the count correction fitted on the validation people's pictures
     pictval=${PICTVAL:-/tmp/verity-pictval}
     if [ ! -f "$pictval/items.json" ]; then
       .venv/bin/python -m training.shift_eval --split val --per-source 200 --source faces-fairface \
         --source faces-london --source faces-canada --out "$pictval"
     fi
-    .venv/bin/python -m training.crop_margins --sets "$pictval" --model "/tmp/$name" --write 1.15
+    margins=$(.venv/bin/python -c "from detector.manifest import load_manifest
+print(*load_manifest('models/verity-sbi-research').tta.margins)")
+    if [ -n "$margins" ]; then
+      # shellcheck disable=SC2086  # one argument per margin
+      .venv/bin/python -m training.crop_margins --sets "$pictval" --model "/tmp/$name" --write $margins
+    fi
     .venv/bin/python -m training.picture_calibration --sets "$pictval" --model "/tmp/$name" --write
     # the comparison that decides: the new network last, so the difference column is new - research
     .venv/bin/python -m training.shift_eval --out "${SHIFT:-/tmp/verity-shift}" \
