@@ -152,6 +152,33 @@ def test_an_idle_worker_on_two_queues_is_woken_by_a_job_on_the_later_one(setting
     redis_conn.delete(many.key, wake_key(FIRST))
 
 
+def test_a_job_put_back_from_a_workers_list_wakes_an_idle_worker(settings, redis_conn, monkeypatch):
+    """A dead or stopped worker's job goes back to the head of its queue with a wake token, so an
+    idle worker takes it at once instead of at its next poll (made an hour here)."""
+    import threading
+
+    from core.queue import wake_key
+    from workers import lease
+
+    monkeypatch.setattr(lease, "POLL_SECONDS", 3600.0)
+    job = Queue(SECOND, connection=redis_conn, serializer="json").enqueue("time.sleep", 0)
+    redis_conn.lrem(f"rq:queue:{SECOND}", 1, job.id)  # as if a worker had moved it into its own list
+    redis_conn.rpush(holding_key("verity-test-gone"), job.id)
+    held = HoldingQueue.for_worker("verity-test-idle")
+    queues = [held(FIRST, connection=redis_conn, serializer="json"), held(SECOND, connection=redis_conn, serializer="json")]
+    taken: list = []
+    waiting = threading.Thread(target=lambda: taken.append(
+        held._take(queues, time.monotonic() + 3600, redis_conn)), daemon=True)
+    waiting.start()
+    time.sleep(0.3)  # blocked on the wake lists
+    assert lease.put_back_held_jobs(redis_conn, "verity-test-gone") == [job.id]
+    waiting.join(timeout=20)
+    assert not waiting.is_alive(), "the put-back did not wake the idle worker"
+    assert taken == [(job.id, queues[1])]
+    assert not redis_conn.exists(holding_key("verity-test-gone"))
+    redis_conn.delete(holding_key("verity-test-idle"), wake_key(SECOND))
+
+
 def test_the_services_queues_leave_wake_tokens(settings, redis_conn):
     from core.queue import analysis_queue, live_queue, wake_key
 

@@ -30,8 +30,9 @@ LEASE_TTL_SECONDS + SWEEP_SECONDS of its death.
 BLMOVE blocks on one list, and a detector worker takes from two queues (live segments first, then
 uploads). An idle worker on several queues therefore blocks on their wake lists (BLPOP reads
 several; `core.queue.WakingQueue` pushes a token with every job) and, woken, takes the job with
-LMOVE, the most urgent queue first; a job pushed without a token is found at the next
-`POLL_SECONDS`.
+LMOVE, the most urgent queue first; a job put back from a worker's own list wakes one too, and a
+job pushed without a token (RQ's own pushes: its scheduler's, a registry's requeue) is found at
+the next `POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Job
 from rq.utils import as_text, backend_class
 
-from core.queue import LEASED_WORKERS_KEY, WakingQueue, holding_key, wake_key
+from core.queue import LEASED_WORKERS_KEY, WAKE_MAX, WakingQueue, holding_key, wake_key
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,14 @@ most this long for an idle worker."""
 _PUT_BACK = """
 if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then
     redis.call('lpush', KEYS[2], ARGV[1])
+    redis.call('rpush', KEYS[3], 1)
+    redis.call('ltrim', KEYS[3], -tonumber(ARGV[2]), -1)
     return 1
 end
 return 0
 """
+"""Move a job id from a worker's own list back to the head of its queue, once, and wake an idle
+worker for it (core.queue.WakingQueue's token), as one script."""
 
 
 def lease_key(worker_name: str) -> str:
@@ -98,7 +103,7 @@ def put_back_held_jobs(connection: Redis, worker_name: str) -> list[str]:
             connection.lrem(key, 1, job_id)
             continue
         queue_key = Queue.redis_queue_namespace_prefix + as_text(origin)
-        if connection.eval(_PUT_BACK, 2, key, queue_key, job_id):
+        if connection.eval(_PUT_BACK, 3, key, queue_key, wake_key(as_text(origin)), job_id, WAKE_MAX):
             put_back.append(job_id)
     return put_back
 
