@@ -274,3 +274,49 @@ def test_rerender_keeps_a_small_face_at_its_resolution():
     img, _, _ = _face(size=64)
     out = sbi.rerender(img, 30.0, np.random.default_rng(0))  # a 30 px face cannot go below 40 px
     assert np.array_equal(out, img)
+
+
+def test_gradient_blend_keeps_the_source_in_place_and_the_target_outside():
+    """OpenCV places the clone by its mask's bounding box: a misplaced clone would shift the face.
+    A clone of the picture into itself gives the picture back; a clone of a copy shifted by 3 px
+    carries the shifted texture inside the mask and leaves the outside alone."""
+    _, box, lms = _face(seed=3)
+    img = np.random.default_rng(3).integers(0, 255, (256, 256, 3), dtype=np.uint8)  # texture everywhere
+    mask = sbi.blend_mask(img.shape[:2], box, lms, np.random.default_rng(3))
+    same = sbi.gradient_blend(img, img, mask, np.random.default_rng(0))
+    assert np.abs(same.astype(int) - img.astype(int)).max() <= 2
+    shifted = np.ascontiguousarray(np.roll(img, 3, axis=1))
+    out = sbi.gradient_blend(shifted, img, mask, np.random.default_rng(0))
+    core = mask >= 0.99
+    to_src = np.abs(out[core].astype(int) - shifted[core].astype(int)).mean()
+    to_tgt = np.abs(out[core].astype(int) - img[core].astype(int)).mean()
+    assert to_src < 0.5 * to_tgt
+    assert np.array_equal(out[mask <= 0], img[mask <= 0])
+
+
+def test_gradient_blend_leaves_no_colour_seam():
+    """A source of another colour is pasted with its texture but the target's colour at the edge:
+    the step across the mask's edge is far smaller than an alpha paste's."""
+    img, box, lms = _face(seed=4)
+    mask = sbi.blend_mask(img.shape[:2], box, lms, np.random.default_rng(4))
+    hard = (mask > 0.5).astype(np.float32)
+    tinted = np.clip(img.astype(int) + np.array([60, -40, 30]), 0, 255).astype(np.uint8)
+    pasted = sbi.gradient_blend(tinted, img, hard, np.random.default_rng(1))
+    alpha = (img * (1 - hard[..., None]) + tinted * hard[..., None]).astype(np.uint8)
+    ring = (hard > 0) & ~(np.pad(hard, 2)[4:, 2:-2] * np.pad(hard, 2)[:-4, 2:-2]
+                          * np.pad(hard, 2)[2:-2, 4:] * np.pad(hard, 2)[2:-2, :-4] > 0)
+    def shift_at_edge(x):
+        return np.abs(x[ring].astype(int) - img[ring].astype(int)).mean(0)
+    assert (shift_at_edge(pasted) < 0.5 * shift_at_edge(alpha)).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seamless_blends_change_pixels_only_inside_mask(seed):
+    img, box, lms = _face(seed=seed)
+    fake, m = sbi.self_blend(img, box, lms, np.random.default_rng(seed), seamless=True)
+    changed = np.any(fake != img, axis=2)
+    assert changed.any() and not changed[m <= 0].any()
+    donor, _, dlms = _face(size=320, seed=200 + seed)
+    fake, m = sbi.cross_blend(img, box, lms, donor, dlms, np.random.default_rng(seed), seamless=True)
+    changed = np.any(fake != img, axis=2)
+    assert changed.any() and not changed[m <= 0].any()

@@ -239,6 +239,37 @@ def rerender(image: np.ndarray, face_size: float, rng: np.random.Generator) -> n
     return np.asarray(small.resize((w, h), Image.BICUBIC))
 
 
+def gradient_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """source pasted into target in the gradient domain (OpenCV's seamlessClone, Pérez et al.
+    2003): inside the mask the result keeps the source's gradients and meets the target at the
+    mask's edge, so there is no colour seam, only the texture and sharpness change that a
+    face-swap tool's "seamless" paste leaves. NORMAL_CLONE mostly, MIXED_CLONE (the stronger of
+    the two gradients) a fifth of the time. source, target: uint8 (H, W, 3) of one size; mask
+    float (H, W) in [0, 1]. Returns uint8 (H, W, 3); where mask is 0 the pixel is the target's.
+
+    OpenCV's solver, not the evaluation's own `training.faceswap.seamless_clone`: the model is
+    not trained on the evaluation's generator."""
+    import cv2
+
+    hard = (mask > 0.5).astype(np.uint8) * 255
+    if not hard.any():
+        return target.copy()
+    pad = 16  # seamlessClone wants the mask clear of the image border
+    src = cv2.copyMakeBorder(source, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    dst = cv2.copyMakeBorder(target, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    m = cv2.copyMakeBorder(hard, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    # seamlessClone centres the mask's bounding box on `center` (x + w // 2, y + h // 2 keeps the
+    # source where it was; tests/test_sbi.py checks the alignment).
+    x, y, w, h = cv2.boundingRect(m)
+    flag = cv2.MIXED_CLONE if rng.random() < 0.2 else cv2.NORMAL_CLONE
+    cloned = cv2.seamlessClone(src, dst, m, (x + w // 2, y + h // 2), flag)
+    cloned = cloned[pad:-pad, pad:-pad].astype(np.float32)
+    a = mask.astype(np.float32)[..., None]  # the soft mask's feather on top of the clone's edge
+    out = target.astype(np.float32) * (1 - a) + cloned * a
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def source_target(image: np.ndarray, box, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(source, target): one of the two is a colour/sharpness/geometry-altered copy."""
     pil = Image.fromarray(image)
@@ -255,9 +286,12 @@ def source_target(image: np.ndarray, box, rng: np.random.Generator) -> tuple[np.
 
 
 def self_blend(image: np.ndarray, box, landmarks, rng: np.random.Generator,
-               ratio: float | None = None, lowres: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               ratio: float | None = None, lowres: bool = False,
+               seamless: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One Self-Blended Image: (fake uint8 like image, effective mask float32 (H, W) in [0,1]).
     With `lowres` the blended-in source is re-rendered at a lower resolution first (`rerender`).
+    With `seamless` the source is pasted in the gradient domain (`gradient_blend`) before the
+    alpha blend, so the colour seam is gone and only the texture change is left.
 
     fake = target * (1 - r*mask) + source * r*mask. Where the returned mask is 0 the pixel is
     exactly the input pixel; a pixel can change only where the mask is > 0.
@@ -278,6 +312,8 @@ def self_blend(image: np.ndarray, box, landmarks, rng: np.random.Generator,
     source, target = source_target(region, rbox, rng)
     if lowres:
         source = rerender(source, max(rbox[2] - rbox[0], rbox[3] - rbox[1]), rng)
+    if seamless:
+        source = gradient_blend(source, target, mask[y0:y1, x0:x1], rng)
     m = (mask[y0:y1, x0:x1] * r)[..., None]
     blended = target.astype(np.float32) * (1 - m) + source.astype(np.float32) * m
     blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
@@ -318,13 +354,15 @@ def _match_colour(source: np.ndarray, target: np.ndarray, weight: np.ndarray, rn
 
 
 def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_landmarks,
-                rng: np.random.Generator, lowres: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                rng: np.random.Generator, lowres: bool = False,
+                seamless: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A cross-identity blended image (Face X-ray, Li et al. CVPR 2020): another person's face,
     aligned onto this one by a similarity transform fitted to the 5 landmarks (with a little
     misalignment), altered like an SBI source, colour-matched in part or not at all, and blended
     inside the same random SBI mask. Returns (fake uint8 like image, effective mask).
 
-    With `lowres` the donor face is re-rendered at a lower resolution first (`rerender`).
+    With `lowres` the donor face is re-rendered at a lower resolution first (`rerender`); with
+    `seamless` it is pasted in the gradient domain (`gradient_blend`) instead of colour-matched.
     Only pixels where the mask is > 0 change. The donor must be a different person; that is
     the caller's business (training/views.py's Donors picks one of similar pose from another identity).
     """
@@ -357,7 +395,9 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
         src = rerender(src, size, rng)
     src = src.astype(np.float32)
     mk = mask[y0:y1, x0:x1]
-    if rng.random() < 0.75:
+    if seamless:
+        src = gradient_blend(np.clip(np.rint(src), 0, 255).astype(np.uint8), region, mk, rng).astype(np.float32)
+    elif rng.random() < 0.75:
         src = _match_colour(src, region.astype(np.float32), (mk > 0.9).astype(np.float32) + 1e-6, rng)
     a = (mk * r)[..., None]
     blended = np.clip(np.rint(region.astype(np.float32) * (1 - a) + src * a), 0, 255).astype(np.uint8)

@@ -110,13 +110,15 @@ class SBIPairs(Dataset):
 
     def __init__(self, records, size, margin, align, seed, epoch, p_bi: float = 0.0,
                  p_video: float = 0.0, donors: Donors | None = None, xray_grid: int = 0,
-                 p_occlude: float = 0.0, p_lowres: float = 0.0, p_small: float = 0.0):
+                 p_occlude: float = 0.0, p_lowres: float = 0.0, p_small: float = 0.0,
+                 p_seamless: float = 0.0):
         self.records, self.size, self.margin, self.align = records, size, margin, align
         self.seed, self.epoch, self.cycle = seed, epoch, 0
         self.p_bi, self.p_video, self.xray_grid, self.p_occlude = p_bi, p_video, xray_grid, p_occlude
         self.donors = donors if donors is not None or p_bi <= 0 else Donors(records)
         self.p_lowres = p_lowres
         self.p_small = p_small
+        self.p_seamless = p_seamless
 
     def __len__(self) -> int:
         return len(self.records)
@@ -134,9 +136,10 @@ class SBIPairs(Dataset):
         real = make_view(rec, rng, False, self.size, self.margin, self.align, True, p_video=self.p_video,
                          xray_grid=self.xray_grid, occluder=occ, small=small)
         lowres = self.p_lowres > 0 and rng.random() < self.p_lowres
+        seamless = self.p_seamless > 0 and rng.random() < self.p_seamless
         fake = make_view(rec, rng, True, self.size, self.margin, self.align, True, donor=donor,
                          p_video=self.p_video, xray_grid=self.xray_grid, occluder=occ, lowres=lowres,
-                         small=small)
+                         small=small, seamless=seamless)
         if self.xray_grid:
             return np.stack([real[0], fake[0]]), np.stack([real[1], fake[1]])
         return np.stack([real, fake])
@@ -225,6 +228,10 @@ def _recipe_options(p: argparse.ArgumentParser) -> None:
                    help="probability that a fake's blended-in face is first re-rendered at a lower resolution "
                         "than the picture and smoothed (sbi.rerender: what reenactment and live face-swap tools "
                         "paste); the real view is never touched")
+    p.add_argument("--p-seamless", type=float, default=0.0,
+                   help="probability that a fake's blended-in face is pasted in the gradient domain "
+                        "(sbi.gradient_blend, OpenCV's seamlessClone: no colour seam, as a tool's seamless "
+                        "paste) before the alpha blend")
     p.add_argument("--p-small", type=float, default=0.0,
                    help="probability that a pair (its real and its fake view alike) is shrunk until the face is "
                         "24-48 px wide, a face of a group photo (the runtime judges faces from 24 px)")
@@ -446,7 +453,7 @@ def train_epoch(args, cfg: dict, st: TrainState, train, epoch: int, t0: float, d
 
     ds = SBIPairs(train, args.size, args.margin, args.align, args.seed, epoch, p_bi=args.p_bi,
                   p_video=args.p_video, donors=st.donors, xray_grid=st.grid, p_occlude=args.p_occlude,
-                  p_lowres=args.p_lowres, p_small=args.p_small)
+                  p_lowres=args.p_lowres, p_small=args.p_small, p_seamless=args.p_seamless)
     g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
     dl = DataLoader(ds, batch_size=args.batch // 2, shuffle=True, generator=g, drop_last=True,
                     collate_fn=collate, num_workers=args.workers,

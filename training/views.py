@@ -27,13 +27,14 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
               align: bool, train: bool, degrade_fixed: tuple[float, int] | None = None,
               donor: D.FaceRecord | None = None, p_video: float = 0.0, xray_grid: int = 0,
               occluder: tuple[np.ndarray, np.ndarray] | None = None, lowres: bool = False,
-              small: bool = False):
+              small: bool = False, seamless: bool = False):
     """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
     cross-identity blend), degraded like an upload (random when training, fixed otherwise).
     `occluder` (sbi.draw_occluder on rec.native_view()) is painted over it after the blend.
     With xray_grid, (crop, its Face X-ray on an xray_grid square map: zeros for a real face,
     and nothing where the occluder covers the boundary). `lowres`: the fake's blended-in face is
-    re-rendered at a lower resolution than the picture (sbi.rerender), as tool output is. `small`
+    re-rendered at a lower resolution than the picture (sbi.rerender), as tool output is;
+    `seamless`: it is pasted in the gradient domain (sbi.gradient_blend), no colour seam. `small`
     (training only): the picture is shrunk until the face is SMALL_FACE_PX wide, a face of a
     group photo, which the runtime judges from 24 px."""
     from detector.crops import crop_face
@@ -42,9 +43,9 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
     mask = None
     if fake and donor is not None:
         dimg, _, dlms = donor.native_view()
-        img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng, lowres=lowres)
+        img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng, lowres=lowres, seamless=seamless)
     elif fake:
-        img, mask = sbi.self_blend(img, box, lms, rng, lowres=lowres)
+        img, mask = sbi.self_blend(img, box, lms, rng, lowres=lowres, seamless=seamless)
     edge = sbi.boundary(mask) if xray_grid and mask is not None and float(mask.max()) > 0 else None
     if occluder is not None:
         img = sbi.occlude(img, occluder)
