@@ -1,7 +1,9 @@
 """MODEL_CARD.md as `python -m training.export` writes it (training.model_card.write_card): for the
 same inputs, the card is byte for byte the one in tests/golden/model_card/, which the f-string
 `write_card` of training/export.py wrote before the card's text moved into
-training/templates/model_card.md.j2 (commit dd2977a).
+training/templates/model_card.md.j2 (commit dd2977a), but for one fix since: the split's seed is
+the splits file's (the cases' file, training/splits/verity-sbi.json, was made with seed 0), not
+the run's own --seed.
 
 Each case is the (manifest, cfg, history, notes) that export.main hands to the card: the shipped
 models/verity-sbi/model.json for the fields an export writes at the top level, with the training
@@ -212,6 +214,18 @@ def test_the_card_is_byte_for_byte_the_golden_one(name, tmp_path):
     from training.model_card import write_card
 
     assert render(write_card, name, tmp_path) == (GOLDEN / f"{name}.md").read_bytes()
+
+
+def test_the_card_names_the_split_seed_of_the_splits_file_not_the_runs(tmp_path):
+    """A later stage reuses the first stage's splits file whatever its own --seed: the card names
+    the seed that made the split (verity-sbi's card said 1, the seed of its second stage, for a
+    split made with 0)."""
+    from training.model_card import splits_seed
+
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"seed": 7, "test_identities": [], "val_identities": []}))
+    assert splits_seed({"seed": 2, "splits": str(splits)}) == 7
+    assert splits_seed({"seed": 2, "splits": str(tmp_path / "not-written-yet.json")}) == 2
 
 
 def test_every_golden_card_has_a_case():

@@ -96,6 +96,18 @@ def _template() -> jinja2.Template:
     return env.get_template("model_card.md.j2")
 
 
+def splits_seed(cfg: dict):
+    """The seed of the identity split the run used: its splits file's (written by the first run
+    with that file, reused by the later ones whatever their own --seed), else the run's."""
+    path = Path(cfg.get("splits") or "")
+    if path.is_file():
+        try:
+            return json.loads(path.read_text()).get("seed", cfg.get("seed"))
+        except (OSError, ValueError):
+            pass
+    return cfg.get("seed")
+
+
 def render(manifest: dict, cfg: dict, history: list[dict], notes: str, evaluation: str = NOT_EVALUATED) -> str:
     """The card's text: `manifest` is the model.json written by training.export, `cfg` the run's
     config, `history` its history.json up to the exported epoch, `notes` Markdown put in as it is,
@@ -112,7 +124,7 @@ def render(manifest: dict, cfg: dict, history: list[dict], notes: str, evaluatio
         # checkpoint that had a start of its own (a first stage from ImageNet weights: not said)
         epoch0_is_start=bool(init and (init.get("parent") or init.get("onnx"))),
         columns=[c for c in HISTORY_COLUMNS if any(c in h for h in history)], history=history,
-        notes=notes, evaluation=evaluation)
+        splits_seed=splits_seed(cfg), notes=notes, evaluation=evaluation)
 
 
 def write_card(out: Path, manifest: dict, cfg: dict, history: list[dict], notes: str) -> None:
