@@ -4,8 +4,8 @@ budget, and measure it there on the pack's held-out-source pictures.
     python -m training.gpu_train --pack training/gpu_pack.npz --out $OUT/verity-sbi-gpu --minutes 8 \
         [--backbone effnet-lite0] [--size 288] [--init imagenet|packed]
 
-The recipe is training.train's best (`--p-bi 0.3 --p-lowres 0.3 --ema 0.999 --drop-rate 0.2
---weight-decay 0.01`): every sample a pair, a real view of a packed face and its fake
+The recipe is training.train's best (`--p-bi 0.3 --p-lowres 0.3 --p-seamless 0.3 --ema 0.999
+--drop-rate 0.2 --weight-decay 0.01`): every sample a pair, a real view of a packed face and its fake
 (a Self-Blended Image, or a cross-identity blend with a donor face), made by
 `training.views.make_view` in DataLoader workers (one per CPU). No H.264 here (PyAV is not on
 the machine): --p-video 0. The network trains with bf16 autocast on CUDA, from the pack's ImageNet
@@ -32,6 +32,7 @@ Runs on the CPU too (--device auto), which is how it is smoke-tested: --minutes 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import multiprocessing as mp
@@ -285,6 +286,9 @@ def parse_args(argv=None):
     p.add_argument("--drop-rate", type=float, default=0.2)
     p.add_argument("--p-bi", type=float, default=0.3)
     p.add_argument("--p-lowres", type=float, default=0.3)
+    p.add_argument("--p-seamless", type=float, default=0.3,
+                   help="fakes pasted in the gradient domain first (sbi.gradient_blend; needs OpenCV: "
+                        "set to 0, with a line saying so, where cv2 is not importable)")
     p.add_argument("--p-video", type=float, default=0.0, help="H.264 like a video frame (needs PyAV)")
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--epoch-steps", type=int, default=300, help="steps between validations")
@@ -312,7 +316,8 @@ def run_config(args, pack: P.Pack, out: Path, device: torch.device, argv) -> dic
     cfg.update({
         "out": str(out), "name": out.name, "backbone": args.backbone, "size": args.size, "batch": args.batch,
         "lr": args.lr, "weight_decay": args.weight_decay, "ema": args.ema, "drop_rate": args.drop_rate,
-        "p_bi": args.p_bi, "p_lowres": args.p_lowres, "p_video": args.p_video, "p_occlude": 0.0, "xray": 0.0,
+        "p_bi": args.p_bi, "p_lowres": args.p_lowres, "p_seamless": args.p_seamless, "p_video": args.p_video,
+        "p_occlude": 0.0, "xray": 0.0,
         "seed": args.seed, "time_budget": args.minutes, "steps_per_epoch": args.epoch_steps, "epochs": 0,
         "val_swaps": False, "device": device.type, "workers": args.workers, "threads": args.threads,
         "init": None, "init_onnx": init["onnx"] if init else None, "freeze_bn": bool(init),
@@ -374,6 +379,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"--backbone {args.backbone}: the pack's weights are {pack.meta['backbone']}")
     if args.p_video > 0:
         import av  # noqa: F401  (a clear ImportError here, not in a worker)
+    if args.p_seamless > 0 and importlib.util.find_spec("cv2") is None:
+        print(f"--p-seamless {args.p_seamless}: OpenCV (cv2) is not on this machine, so no gradient-domain "
+              "fakes: --p-seamless 0", flush=True)
+        args.p_seamless = 0.0
     args.lr = args.lr or (8e-4 if args.init == "imagenet" else 4e-4)
     device = pick_device(args.device)
     args.threads = args.threads or (4 if device.type == "cuda" else 2)
@@ -395,7 +404,7 @@ def main(argv=None) -> int:
     ema = EMA(model, args.ema) if args.ema > 0 else None
     donors = Donors(train) if args.p_bi > 0 else None
     pairs = SBIPairs(train, args.size, float(cfg["margin"]), bool(cfg["align"]), args.seed, 0, p_bi=args.p_bi,
-                     p_video=args.p_video, donors=donors, p_lowres=args.p_lowres)
+                     p_video=args.p_video, donors=donors, p_lowres=args.p_lowres, p_seamless=args.p_seamless)
     workers = max(0, args.workers)
     ctx = _fork()
     dl = DataLoader(PairStream(pairs), batch_size=max(1, args.batch // 2), sampler=Endless(), collate_fn=collate_u8,
