@@ -118,24 +118,31 @@ def test_a_worker_takes_the_first_queue_first_and_leaves_nothing_held(settings, 
     assert worker.name.encode() not in redis_conn.smembers(LEASED_WORKERS_KEY)  # it stopped: nothing to sweep
 
 
-def test_an_idle_worker_on_two_queues_is_woken_by_a_job_on_the_later_one(settings, redis_conn, monkeypatch):
-    """An upload (the detector workers' second queue) is taken as soon as it is pushed, not after
-    the worker's poll of its other queues: the poll is made an hour here, so only the wake token
-    the push leaves can end the wait. (Before: blocked on the live queue for 0.5 s at a time, an
-    idle service added up to 0.5 s to every upload, bench/service.py's latency.)"""
+def _idle_worker(redis_conn, name: str):
+    """A leased worker on FIRST and SECOND, idle and blocked on their wake lists in a thread:
+    (the thread, the list its take lands in, its queues)."""
     import threading
 
-    from core.queue import WAKE_MAX, WakingQueue, wake_key
-    from workers import lease
-
-    monkeypatch.setattr(lease, "POLL_SECONDS", 3600.0)
-    held = HoldingQueue.for_worker("verity-test-waker")
+    held = HoldingQueue.for_worker(name)
     queues = [held(FIRST, connection=redis_conn, serializer="json"), held(SECOND, connection=redis_conn, serializer="json")]
     taken: list = []
     waiting = threading.Thread(target=lambda: taken.append(
         held._take(queues, time.monotonic() + 3600, redis_conn)), daemon=True)
     waiting.start()
     time.sleep(0.3)  # the worker is now blocked on the wake lists
+    return waiting, taken, queues
+
+
+def test_an_idle_worker_on_two_queues_is_woken_by_a_job_on_the_later_one(settings, redis_conn, monkeypatch):
+    """An upload (the detector workers' second queue) is taken as soon as it is pushed, not after
+    the worker's poll of its other queues: the poll is made an hour here, so only the wake token
+    the push leaves can end the wait. (Before: blocked on the live queue for 0.5 s at a time, an
+    idle service added up to 0.5 s to every upload, bench/service.py's latency.)"""
+    from core.queue import WAKE_MAX, WakingQueue, wake_key
+    from workers import lease
+
+    monkeypatch.setattr(lease, "POLL_SECONDS", 3600.0)
+    waiting, taken, queues = _idle_worker(redis_conn, "verity-test-waker")
     job = WakingQueue(SECOND, connection=redis_conn, serializer="json").enqueue("time.sleep", 0)
     waiting.join(timeout=20)
     assert not waiting.is_alive(), "the push did not wake the idle worker"
@@ -155,8 +162,6 @@ def test_an_idle_worker_on_two_queues_is_woken_by_a_job_on_the_later_one(setting
 def test_a_job_put_back_from_a_workers_list_wakes_an_idle_worker(settings, redis_conn, monkeypatch):
     """A dead or stopped worker's job goes back to the head of its queue with a wake token, so an
     idle worker takes it at once instead of at its next poll (made an hour here)."""
-    import threading
-
     from core.queue import wake_key
     from workers import lease
 
@@ -164,13 +169,7 @@ def test_a_job_put_back_from_a_workers_list_wakes_an_idle_worker(settings, redis
     job = Queue(SECOND, connection=redis_conn, serializer="json").enqueue("time.sleep", 0)
     redis_conn.lrem(f"rq:queue:{SECOND}", 1, job.id)  # as if a worker had moved it into its own list
     redis_conn.rpush(holding_key("verity-test-gone"), job.id)
-    held = HoldingQueue.for_worker("verity-test-idle")
-    queues = [held(FIRST, connection=redis_conn, serializer="json"), held(SECOND, connection=redis_conn, serializer="json")]
-    taken: list = []
-    waiting = threading.Thread(target=lambda: taken.append(
-        held._take(queues, time.monotonic() + 3600, redis_conn)), daemon=True)
-    waiting.start()
-    time.sleep(0.3)  # blocked on the wake lists
+    waiting, taken, queues = _idle_worker(redis_conn, "verity-test-idle")
     assert lease.put_back_held_jobs(redis_conn, "verity-test-gone") == [job.id]
     waiting.join(timeout=20)
     assert not waiting.is_alive(), "the put-back did not wake the idle worker"
