@@ -393,11 +393,11 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
     src = np.asarray(pil)
     if lowres:
         src = rerender(src, size, rng)
-    src = src.astype(np.float32)
     mk = mask[y0:y1, x0:x1]
     if seamless:
-        src = gradient_blend(np.clip(np.rint(src), 0, 255).astype(np.uint8), region, mk, rng).astype(np.float32)
-    elif rng.random() < 0.75:
+        src = gradient_blend(src, region, mk, rng)
+    src = src.astype(np.float32)
+    if not seamless and rng.random() < 0.75:
         src = _match_colour(src, region.astype(np.float32), (mk > 0.9).astype(np.float32) + 1e-6, rng)
     a = (mk * r)[..., None]
     blended = np.clip(np.rint(region.astype(np.float32) * (1 - a) + src * a), 0, 255).astype(np.uint8)
