@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -276,7 +278,16 @@ def test_rerender_keeps_a_small_face_at_its_resolution():
     assert np.array_equal(out, img)
 
 
-def test_gradient_blend_keeps_the_source_in_place_and_the_target_outside():
+@pytest.fixture(params=["opencv", "numpy"])
+def solver(request, monkeypatch):
+    """gradient_blend with OpenCV's seamlessClone, and with the numpy membrane the GPU machine uses
+    (no cv2 there: an import of a module set to None in sys.modules raises ImportError)."""
+    if request.param == "numpy":
+        monkeypatch.setitem(sys.modules, "cv2", None)
+    return request.param
+
+
+def test_gradient_blend_keeps_the_source_in_place_and_the_target_outside(solver):
     """OpenCV places the clone by its mask's bounding box: a misplaced clone would shift the face.
     A clone of the picture into itself gives the picture back; a clone of a copy shifted by 3 px
     carries the shifted texture inside the mask and leaves the outside alone."""
@@ -294,7 +305,7 @@ def test_gradient_blend_keeps_the_source_in_place_and_the_target_outside():
     assert np.array_equal(out[mask <= 0], img[mask <= 0])
 
 
-def test_gradient_blend_leaves_no_colour_seam():
+def test_gradient_blend_leaves_no_colour_seam(solver):
     """A source of another colour is pasted with its texture but the target's colour at the edge:
     the step across the mask's edge is far smaller than an alpha paste's."""
     img, box, lms = _face(seed=4)
@@ -311,7 +322,7 @@ def test_gradient_blend_leaves_no_colour_seam():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_seamless_blends_change_pixels_only_inside_mask(seed):
+def test_seamless_blends_change_pixels_only_inside_mask(seed, solver):
     img, box, lms = _face(seed=seed)
     fake, m = sbi.self_blend(img, box, lms, np.random.default_rng(seed), seamless=True)
     changed = np.any(fake != img, axis=2)
@@ -320,3 +331,47 @@ def test_seamless_blends_change_pixels_only_inside_mask(seed):
     fake, m = sbi.cross_blend(img, box, lms, donor, dlms, np.random.default_rng(seed), seamless=True)
     changed = np.any(fake != img, axis=2)
     assert changed.any() and not changed[m <= 0].any()
+
+
+def _laplace_direct(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """The 4-neighbour Laplace equation inside `unknown` (clear of the border), solved directly."""
+    ys, xs = np.nonzero(unknown)
+    index = {(y, x): k for k, (y, x) in enumerate(zip(ys, xs))}
+    a = np.zeros((len(ys), len(ys)))
+    b = np.zeros((len(ys), values.shape[2]))
+    for k, (y, x) in enumerate(zip(ys, xs)):
+        a[k, k] = 4.0
+        for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            if (yy, xx) in index:
+                a[k, index[yy, xx]] = -1.0
+            else:
+                b[k] += values[yy, xx]
+    out = values.astype(np.float64).copy()
+    out[ys, xs] = np.linalg.solve(a, b)
+    return out
+
+
+def test_harmonic_fill_solves_laplaces_equation():
+    """The coarse-to-fine fill is the harmonic interpolation: within half a grey level of a
+    direct solve (rounding to whole grey levels hides the rest), on a blob-shaped hole in noise (no smooth guess would come close)."""
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0, 255, (40, 48, 3)).astype(np.float32)
+    yy, xx = np.mgrid[:40, :48]
+    hole = ((yy - 19) / 14.0) ** 2 + ((xx - 23) / 18.0) ** 2 + 0.2 * np.sin(xx / 3.0) < 1
+    exact = _laplace_direct(values, hole)
+    filled = sbi.harmonic_fill(values, hole)
+    assert np.array_equal(filled[~hole], values[~hole])
+    assert np.abs(filled - exact)[hole].max() < 0.5
+    assert np.abs(values - exact)[hole].mean() > 30  # the hole's own noise is far from it
+
+
+def test_membrane_clone_keeps_the_source_texture_and_meets_the_target_at_the_edge():
+    """NORMAL_CLONE's definition: inside the mask the result minus the source is harmonic (the
+    source's gradients are kept), and outside it is the target."""
+    img, box, lms = _face(size=96, seed=5)
+    hard = sbi.blend_mask(img.shape[:2], box, lms, np.random.default_rng(5)) > 0.5
+    source = np.clip(np.roll(img, 2, axis=0).astype(int) + np.array([50, -30, 20]), 0, 255).astype(np.uint8)
+    out = sbi.membrane_clone(source, img, hard)
+    assert np.array_equal(out[~hard], img[~hard].astype(np.float32))
+    exact = _laplace_direct(img.astype(np.float64) - source, hard) + source
+    assert np.abs(out - exact)[hard].max() < 0.5

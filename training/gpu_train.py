@@ -8,7 +8,8 @@ The recipe is training.train's best (`--p-bi 0.3 --p-lowres 0.3 --p-seamless 0.3
 --drop-rate 0.2 --weight-decay 0.01`): every sample a pair, a real view of a packed face and its fake
 (a Self-Blended Image, or a cross-identity blend with a donor face), made by
 `training.views.make_view` in DataLoader workers (one per CPU). No H.264 here (PyAV is not on
-the machine): --p-video 0. The network trains with bf16 autocast on CUDA, from the pack's ImageNet
+the machine): --p-video 0. No OpenCV either: the gradient-domain fakes are pasted by numpy
+(`sbi.membrane_clone`, NORMAL_CLONE only). The network trains with bf16 autocast on CUDA, from the pack's ImageNet
 weights (--init imagenet) or from its exported model (--init packed: folded BatchNorms, kept
 frozen, as `--init-onnx` trains them). The learning rate warms up, then follows a cosine over
 the time left; the run stops when --minutes (everything, from the start of this command) are
@@ -380,9 +381,8 @@ def main(argv=None) -> int:
     if args.p_video > 0:
         import av  # noqa: F401  (a clear ImportError here, not in a worker)
     if args.p_seamless > 0 and importlib.util.find_spec("cv2") is None:
-        print(f"--p-seamless {args.p_seamless}: OpenCV (cv2) is not on this machine, so no gradient-domain "
-              "fakes: --p-seamless 0", flush=True)
-        args.p_seamless = 0.0
+        print(f"--p-seamless {args.p_seamless}: OpenCV (cv2) is not on this machine, so the gradient-domain "
+              "fakes are pasted by numpy (sbi.membrane_clone, NORMAL_CLONE only)", flush=True)
     args.lr = args.lr or (8e-4 if args.init == "imagenet" else 4e-4)
     device = pick_device(args.device)
     args.threads = args.threads or (4 if device.type == "cuda" else 2)
