@@ -248,8 +248,8 @@ def harmonic_fill(values: np.ndarray, unknown: np.ndarray, sweeps: int = 30) -> 
     interpolation of the values around it (Laplace's equation on the 4-neighbour grid, the picture's
     edge reflecting). Coarse to fine: the hole is filled on a half-size grid first, then
     over-relaxed Gauss-Seidel sweeps at this size take out what the coarse grid could not hold
-    (within half a grey level of a direct solve; tests/test_sbi.py). Without a known value the
-    result is 0."""
+    (tests/test_sbi.py: within half a grey level of a direct solve on small holes; on a
+    10,000-pixel face mask 0.5 on average, 1.8 at most). Without a known value the result is 0."""
     out = values.astype(np.float32, copy=True)
     if not unknown.any():
         return out
