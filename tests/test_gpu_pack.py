@@ -8,6 +8,9 @@ in the training venv (`.venv-train/bin/python -m pytest tests/test_gpu_pack.py`)
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,8 @@ from detector.crops import crop_face
 from detector.manifest import load_manifest
 from training import data as D
 from training import gpu_pack as P
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +234,20 @@ def test_a_pack_trains_two_steps_on_the_cpu_into_a_checkpoint_the_export_reads(t
     evaluation = json.loads((out / "device_eval.json").read_text())
     assert len(evaluation["scores"]["trained @64"]) == 8 and evaluation["table"]
     assert any(name.endswith("(runtime)") for name in evaluation["scores"])  # the baseline column
+
+    # the lent machine has no OpenCV: there every fake of --p-seamless is pasted by numpy
+    hide = tmp_path / "no-cv2"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['cv2'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), str(ROOT)])}
+    bare = subprocess.run([sys.executable, "-m", "training.gpu_train", "--pack", str(pack), "--out",
+                           str(tmp_path / "no-cv2-run"), "--minutes", "3", "--size", "64", "--max-steps", "2",
+                           "--epoch-steps", "1", "--batch", "4", "--workers", "0", "--threads", "1", "--device",
+                           "cpu", "--resamples", "20", "--no-onnx", "--p-seamless", "1"],
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bare.returncode == 0, bare.stderr[-2000:]
+    assert "pasted by numpy" in bare.stdout
+    assert json.loads((tmp_path / "no-cv2-run" / "config.json").read_text())["p_seamless"] == 1.0
 
     ck, model, hist = export.load_run(out, "best.pt")  # what the workstation's export reads
     assert ck["config"]["size"] == 64 and ck["epoch"] in (1, 2) and hist
