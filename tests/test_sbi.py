@@ -353,7 +353,8 @@ def _laplace_direct(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
 
 def test_harmonic_fill_solves_laplaces_equation():
     """The coarse-to-fine fill is the harmonic interpolation: within half a grey level of a
-    direct solve (rounding to whole grey levels hides the rest), on a blob-shaped hole in noise (no smooth guess would come close)."""
+    direct solve (rounding to whole grey levels hides the rest), on a blob-shaped hole in noise
+    (no smooth guess would come close)."""
     rng = np.random.default_rng(0)
     values = rng.uniform(0, 255, (40, 48, 3)).astype(np.float32)
     yy, xx = np.mgrid[:40, :48]

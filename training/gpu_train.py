@@ -288,8 +288,8 @@ def parse_args(argv=None):
     p.add_argument("--p-bi", type=float, default=0.3)
     p.add_argument("--p-lowres", type=float, default=0.3)
     p.add_argument("--p-seamless", type=float, default=0.3,
-                   help="fakes pasted in the gradient domain first (sbi.gradient_blend; needs OpenCV: "
-                        "set to 0, with a line saying so, where cv2 is not importable)")
+                   help="fakes pasted in the gradient domain first (sbi.gradient_blend: OpenCV's "
+                        "seamlessClone, or numpy's sbi.membrane_clone where cv2 is not importable)")
     p.add_argument("--p-video", type=float, default=0.0, help="H.264 like a video frame (needs PyAV)")
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--epoch-steps", type=int, default=300, help="steps between validations")

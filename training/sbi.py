@@ -315,7 +315,9 @@ def gradient_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray,
     average inside the mask). Both keep the source's texture with no colour seam at the edge.
 
     OpenCV's solver, not the evaluation's own `training.faceswap.seamless_clone`: the model is
-    not trained on the evaluation's generator."""
+    not trained on the evaluation's generator. The numpy fallback is another solver of the same
+    equation as that one (conjugate gradients there, over-relaxed sweeps here), on other masks
+    and sources: without OpenCV the separation is in the masks and faces, not in the maths."""
     hard = mask > 0.5
     if not hard.any():
         return target.copy()
