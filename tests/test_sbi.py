@@ -179,6 +179,38 @@ def test_h264_round_trip_keeps_the_picture_and_its_size():
     assert np.abs(rough.astype(int) - img.astype(int)).mean() >= np.abs(out.astype(int) - img.astype(int)).mean()
 
 
+@pytest.mark.parametrize("codec", sorted(sbi.VIDEO_CODECS))
+def test_every_video_codec_round_trips_and_its_quality_setting_works(codec):
+    img, _, _ = _face(size=200)
+    img = np.asarray(Image.fromarray(img).resize((161, 121)))  # odd width and height
+    lo, hi = sbi.VIDEO_CODECS[codec]
+    fine, rough = sbi.encode_frame(img, codec, lo), sbi.encode_frame(img, codec, hi)
+    assert fine.shape == rough.shape == img.shape and fine.dtype == np.uint8
+    err = [np.abs(x.astype(int) - img.astype(int)).mean() for x in (fine, rough)]
+    assert 0 < err[0] < err[1] < 40, err  # the codec touched it, and its worst setting costs more
+
+
+def test_a_video_still_has_a_video_face_and_is_the_same_for_the_same_draw():
+    img, box, lms = _face(size=512)  # a 192 px face (wider than some draws, narrower than others)
+    widths = []
+    for seed in range(12):
+        out, b, l2, (codec, q) = sbi.video_still(img, box, lms, np.random.default_rng(seed))
+        w = float(b[2] - b[0])
+        widths.append(w)
+        assert sbi.VIDEO_FACE_PX[0] - 1 <= w <= box[2] - box[0] + 1e-3  # shrunk into the range, never up
+        k = out.shape[1] / img.shape[1]
+        np.testing.assert_allclose(b, box * k, rtol=0.02)
+        np.testing.assert_allclose(l2, lms * k, rtol=0.02)
+        lo, hi = sbi.VIDEO_CODECS[codec]
+        assert lo <= q <= hi
+        again = sbi.video_still(img, box, lms, np.random.default_rng(seed))
+        assert np.array_equal(again[0], out) and again[3] == (codec, q)
+        # a donor's frame made alike: the codec given is the codec used
+        d = sbi.video_still(img, box, lms, np.random.default_rng(seed + 100), codec=("mpeg1video", 9))
+        assert d[3] == ("mpeg1video", 9)
+    assert max(widths) - min(widths) > 30  # the face width is drawn, not fixed
+
+
 def test_degrade_as_a_video_frame():
     img, box, lms = _face()
     out, b, lm = sbi.degrade(img, box, lms, np.random.default_rng(0), p_scale=0.0, p_jpeg=0.0, p_video=1.0)

@@ -291,6 +291,8 @@ def parse_args(argv=None):
                    help="fakes pasted in the gradient domain first (sbi.gradient_blend: OpenCV's "
                         "seamlessClone, or numpy's sbi.membrane_clone where cv2 is not importable)")
     p.add_argument("--p-video", type=float, default=0.0, help="H.264 like a video frame (needs PyAV)")
+    p.add_argument("--p-frame", type=float, default=0.0,
+                   help="pairs that start from a still of a video (sbi.video_still; needs PyAV)")
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--epoch-steps", type=int, default=300, help="steps between validations")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: the time decides)")
@@ -318,6 +320,7 @@ def run_config(args, pack: P.Pack, out: Path, device: torch.device, argv) -> dic
         "out": str(out), "name": out.name, "backbone": args.backbone, "size": args.size, "batch": args.batch,
         "lr": args.lr, "weight_decay": args.weight_decay, "ema": args.ema, "drop_rate": args.drop_rate,
         "p_bi": args.p_bi, "p_lowres": args.p_lowres, "p_seamless": args.p_seamless, "p_video": args.p_video,
+        "p_frame": args.p_frame,
         "p_occlude": 0.0, "xray": 0.0,
         "seed": args.seed, "time_budget": args.minutes, "steps_per_epoch": args.epoch_steps, "epochs": 0,
         "val_swaps": False, "device": device.type, "workers": args.workers, "threads": args.threads,
@@ -404,7 +407,8 @@ def main(argv=None) -> int:
     ema = EMA(model, args.ema) if args.ema > 0 else None
     donors = Donors(train) if args.p_bi > 0 else None
     pairs = SBIPairs(train, args.size, float(cfg["margin"]), bool(cfg["align"]), args.seed, 0, p_bi=args.p_bi,
-                     p_video=args.p_video, donors=donors, p_lowres=args.p_lowres, p_seamless=args.p_seamless)
+                     p_video=args.p_video, donors=donors, p_lowres=args.p_lowres, p_seamless=args.p_seamless,
+                     p_frame=args.p_frame)
     workers = max(0, args.workers)
     ctx = _fork()
     dl = DataLoader(PairStream(pairs), batch_size=max(1, args.batch // 2), sampler=Endless(), collate_fn=collate_u8,

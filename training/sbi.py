@@ -285,7 +285,11 @@ def membrane_clone(source: np.ndarray, target: np.ndarray, hard: np.ndarray) -> 
     membrane that takes it to the target at the mask's edge (Pérez et al. 2003: the Poisson
     solution with the source's gradients is the source plus a harmonic correction; Farbman et al.
     2009). Solved on the mask's bounding box only. Returns float32 (H, W, 3); outside `hard` it is
-    the target."""
+    the target.
+
+    It solves the same equation as the evaluation's `training.faceswap.poisson_blend` and is kept
+    apart from it on purpose: training imports nothing of the generator its held-out Poisson
+    fakes come from, so a fix or a quirk of one solver never reaches both sides of the evaluation."""
     out = target.astype(np.float32)
     if not hard.any():
         return out
@@ -577,27 +581,73 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
-def h264(image: np.ndarray, crf: int) -> np.ndarray:
-    """One frame through H.264 (libx264 via PyAV, yuv420p, intra) and back: the blocking, chroma
-    subsampling and deblocking of a video frame, which JPEG does not reproduce."""
+VIDEO_CODECS = {"libx264": (18, 38), "mpeg4": (2, 20), "mpeg2video": (2, 20), "mpeg1video": (2, 20)}
+"""The video encoders a still may come from (`video_still`) and the range of their quality setting
+(x264: crf; the MPEG encoders: a fixed quantiser, 2 best, 31 worst): H.264 as today's phones and
+platforms write it, and the older MPEG-4 Part 2, MPEG-2 and MPEG-1 that old cameras, DVDs, TV
+archives and old uploads still hold. Each has its own blocking, ringing and (H.264 only) deblocking."""
+DECODERS = {"libx264": "h264"}
+"""The decoder of an encoder whose name differs from its codec's."""
+
+
+def encode_frame(image: np.ndarray, codec: str, quality: int) -> np.ndarray:
+    """One picture through a video encoder (PyAV) as one intra frame, yuv420p, and decoded back:
+    the blocking, chroma subsampling and (H.264) deblocking of a video frame, which JPEG does not
+    reproduce. `quality`: x264's crf, or the MPEG encoders' fixed quantiser (VIDEO_CODECS)."""
+    import fractions
+
     import av
 
     h, w = image.shape[:2]
     h2, w2 = h - h % 2, w - w % 2
-    frame = np.ascontiguousarray(image[:h2, :w2])
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="h264") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = w2, h2, "yuv420p"
-        s.options = {"crf": str(int(crf)), "preset": "ultrafast", "tune": "zerolatency"}
-        for pkt in list(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))) + list(s.encode()):
-            out.mux(pkt)
-    buf.seek(0)
-    with av.open(buf, "r", format="h264") as c:
-        dec = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    enc = av.CodecContext.create(codec, "w")
+    enc.width, enc.height, enc.pix_fmt = w2, h2, "yuv420p"
+    enc.time_base, enc.framerate = fractions.Fraction(1, 25), 25
+    if codec == "libx264":
+        enc.options = {"crf": str(int(quality)), "preset": "ultrafast", "tune": "zerolatency"}
+    else:
+        enc.options = {"qmin": str(int(quality)), "qmax": str(int(quality))}
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h2, :w2]), format="rgb24")
+    dec = av.CodecContext.create(DECODERS.get(codec, codec), "r")
+    out = [f for pkt in list(enc.encode(frame)) + list(enc.encode(None)) for f in dec.decode(pkt)]
+    out += list(dec.decode(None))
+    rgb = out[0].to_ndarray(format="rgb24")
     if (h2, w2) != (h, w):
-        dec = np.pad(dec, ((0, h - h2), (0, w - w2), (0, 0)), mode="edge")
-    return dec
+        rgb = np.pad(rgb, ((0, h - h2), (0, w - w2), (0, 0)), mode="edge")
+    return rgb
+
+
+def h264(image: np.ndarray, crf: int) -> np.ndarray:
+    """One frame through H.264 (libx264, ultrafast, zerolatency) and back (`encode_frame`)."""
+    return encode_frame(image, "libx264", crf)
+
+
+VIDEO_FACE_PX = (64.0, 200.0)
+"""How wide a face of a video still is (pixels): a speaker in a 360p call to a close-up in 720p."""
+
+
+def video_still(image: np.ndarray, box, landmarks, rng: np.random.Generator,
+                codec: tuple[str, int] | None = None, face_px: tuple[float, float] = VIDEO_FACE_PX):
+    """A picture made a still of a video before anything is pasted into it: shrunk (never
+    enlarged) until its face is face_px wide, then through one of VIDEO_CODECS at a random
+    quality, as a face-swap tool gets its frames from a decoded video. `codec` (encoder, quality):
+    that one instead of a random draw (a donor's frame made alike). Returns (image, box,
+    landmarks, (encoder, quality)) in the still's pixels."""
+    box = np.asarray(box, dtype=np.float32).copy()
+    lms = np.asarray(landmarks, dtype=np.float32).copy()
+    s = min(1.0, rng.uniform(*face_px) / max(float(box[2] - box[0]), 1.0))
+    if s < 1.0:
+        h, w = image.shape[:2]
+        nw, nh = max(16, round(w * s)), max(16, round(h * s))
+        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC if rng.random() < 0.5
+                                                           else Image.BILINEAR))
+        box *= np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
+        lms *= np.array([nw / w, nh / h], dtype=np.float32)
+    if codec is None:
+        name = list(VIDEO_CODECS)[int(rng.integers(0, len(VIDEO_CODECS)))]
+        lo, hi = VIDEO_CODECS[name]
+        codec = (name, int(rng.integers(lo, hi + 1)))
+    return encode_frame(image, *codec), box, lms, codec
 
 
 def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,

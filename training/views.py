@@ -27,7 +27,8 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
               align: bool, train: bool, degrade_fixed: tuple[float, int] | None = None,
               donor: D.FaceRecord | None = None, p_video: float = 0.0, xray_grid: int = 0,
               occluder: tuple[np.ndarray, np.ndarray] | None = None, lowres: bool = False,
-              small: bool = False, seamless: bool = False):
+              small: bool = False, seamless: bool = False, view: tuple | None = None,
+              donor_view: tuple | None = None):
     """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
     cross-identity blend), degraded like an upload (random when training, fixed otherwise).
     `occluder` (sbi.draw_occluder on rec.native_view()) is painted over it after the blend.
@@ -36,13 +37,15 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
     re-rendered at a lower resolution than the picture (sbi.rerender), as tool output is;
     `seamless`: it is pasted in the gradient domain (sbi.gradient_blend), no colour seam. `small`
     (training only): the picture is shrunk until the face is SMALL_FACE_PX wide, a face of a
-    group photo, which the runtime judges from 24 px."""
+    group photo, which the runtime judges from 24 px. `view` / `donor_view` (image, box, landmarks):
+    the picture to start from instead of the face's native view (a video still, sbi.video_still)."""
     from detector.crops import crop_face
 
-    img, box, lms = rec.native_view()  # blend at the detail the photo had, never upsampled
+    # blend at the detail the photo had, never upsampled
+    img, box, lms = view[:3] if view is not None else rec.native_view()
     mask = None
     if fake and donor is not None:
-        dimg, _, dlms = donor.native_view()
+        dimg, _, dlms = donor_view[:3] if donor_view is not None else donor.native_view()
         img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng, lowres=lowres, seamless=seamless)
     elif fake:
         img, mask = sbi.self_blend(img, box, lms, rng, lowres=lowres, seamless=seamless)
