@@ -622,6 +622,17 @@ def h264(image: np.ndarray, crf: int) -> np.ndarray:
     return encode_frame(image, "libx264", crf)
 
 
+def shrink(image: np.ndarray, box, landmarks, s: float, resample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The picture scaled by s (at least 16 px a side) with `resample`, and its box and landmarks
+    (float32 copies) in the new pixels."""
+    h, w = image.shape[:2]
+    nw, nh = max(16, round(w * s)), max(16, round(h * s))
+    image = np.asarray(Image.fromarray(image).resize((nw, nh), resample))
+    box = np.asarray(box, dtype=np.float32) * np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
+    lms = np.asarray(landmarks, dtype=np.float32) * np.array([nw / w, nh / h], dtype=np.float32)
+    return image, box, lms
+
+
 VIDEO_FACE_PX = (64.0, 200.0)
 """How wide a face of a video still is (pixels): a speaker in a 360p call to a close-up in 720p."""
 
@@ -633,16 +644,11 @@ def video_still(image: np.ndarray, box, landmarks, rng: np.random.Generator,
     quality, as a face-swap tool gets its frames from a decoded video. `codec` (encoder, quality):
     that one instead of a random draw (a donor's frame made alike). Returns (image, box,
     landmarks, (encoder, quality)) in the still's pixels."""
-    box = np.asarray(box, dtype=np.float32).copy()
-    lms = np.asarray(landmarks, dtype=np.float32).copy()
-    s = min(1.0, rng.uniform(*face_px) / max(float(box[2] - box[0]), 1.0))
+    s = rng.uniform(*face_px) / max(float(box[2] - box[0]), 1.0)
     if s < 1.0:
-        h, w = image.shape[:2]
-        nw, nh = max(16, round(w * s)), max(16, round(h * s))
-        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC if rng.random() < 0.5
-                                                           else Image.BILINEAR))
-        box *= np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
-        lms *= np.array([nw / w, nh / h], dtype=np.float32)
+        image, box, lms = shrink(image, box, landmarks, s, Image.BICUBIC if rng.random() < 0.5 else Image.BILINEAR)
+    else:
+        box, lms = np.asarray(box, dtype=np.float32).copy(), np.asarray(landmarks, dtype=np.float32).copy()
     if codec is None:
         name = list(VIDEO_CODECS)[int(rng.integers(0, len(VIDEO_CODECS)))]
         lo, hi = VIDEO_CODECS[name]
@@ -675,12 +681,8 @@ def degrade(image: np.ndarray, box, landmarks, rng: np.random.Generator,
     else:
         s = 1.0
     if s < 1.0:
-        h, w = image.shape[:2]
-        nw, nh = max(16, round(w * s)), max(16, round(h * s))
         resample = [Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX][rng.integers(0, 4)]
-        image = np.asarray(Image.fromarray(image).resize((nw, nh), resample))
-        box *= np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
-        lms *= np.array([nw / w, nh / h], dtype=np.float32)
+        image, box, lms = shrink(image, box, lms, s, resample)
     video = p_video > 0 and rng.random() < p_video
     if video:
         image = h264(image, int(rng.integers(crf_range[0], crf_range[1] + 1)))

@@ -132,7 +132,7 @@ class SBIPairs(Dataset):
         if self.p_frame > 0 and rng.random() < self.p_frame:  # one video still for both views
             *view, codec = sbi.video_still(*rec.native_view(), rng)
             if donor is not None:  # a swap between two videos' frames: the donor's through the same codec
-                donor_view = sbi.video_still(*donor.native_view(), rng, codec=codec)
+                donor_view = sbi.video_still(*donor.native_view(), rng, codec=codec)[:3]
         occ = None
         if self.p_occlude > 0 and rng.random() < self.p_occlude:  # one occluder for both views
             img, _, lms = view if view is not None else rec.native_view()

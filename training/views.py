@@ -31,7 +31,7 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
               donor_view: tuple | None = None):
     """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
     cross-identity blend), degraded like an upload (random when training, fixed otherwise).
-    `occluder` (sbi.draw_occluder on rec.native_view()) is painted over it after the blend.
+    `occluder` (sbi.draw_occluder on the picture it starts from) is painted over it after the blend.
     With xray_grid, (crop, its Face X-ray on an xray_grid square map: zeros for a real face,
     and nothing where the occluder covers the boundary). `lowres`: the fake's blended-in face is
     re-rendered at a lower resolution than the picture (sbi.rerender), as tool output is;
@@ -42,10 +42,10 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
     from detector.crops import crop_face
 
     # blend at the detail the photo had, never upsampled
-    img, box, lms = view[:3] if view is not None else rec.native_view()
+    img, box, lms = view if view is not None else rec.native_view()
     mask = None
     if fake and donor is not None:
-        dimg, _, dlms = donor_view[:3] if donor_view is not None else donor.native_view()
+        dimg, _, dlms = donor_view if donor_view is not None else donor.native_view()
         img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng, lowres=lowres, seamless=seamless)
     elif fake:
         img, mask = sbi.self_blend(img, box, lms, rng, lowres=lowres, seamless=seamless)
