@@ -169,6 +169,44 @@ def test_cross_blend_puts_the_donor_inside_the_mask_only(seed):
     assert np.abs(fake[core].astype(int) - img[core].astype(int)).mean() > 5
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_clean_swap_replaces_the_face_fully_in_the_targets_colour_and_keeps_the_donors_texture(seed):
+    img, box, lms = _face(seed=seed)
+    donor, _, dlms = _face(size=320, seed=100 + seed)
+    stripes = (50 * np.sin(np.arange(320) / 2.5))[None, :, None]  # the donor's own skin texture
+    donor = np.clip(donor.astype(np.int16) + stripes - 60, 0, 255).astype(np.uint8)  # and darker skin
+    fake, m = sbi.cross_blend(img, box, lms, donor, dlms, np.random.default_rng(seed), clean=True)
+    assert float(m.max()) == 1.0, "a careful swap replaces the face fully (blend ratio 1)"
+    changed = np.any(fake != img, axis=2)
+    assert changed.any() and not changed[m <= 0].any(), "pixels outside the mask are the target's"
+    core = m > 0.9
+    # the donor's darker skin is matched to the target's in full (mean per channel) ...
+    assert np.abs(fake[core].mean(0) - img[core].mean(0)).max() < 4
+    # ... and its texture is neither blurred away nor flattened (no random blur on a clean swap)
+    def ripple(a):
+        return np.abs(np.diff(a.astype(np.float32), axis=1))[core[:, 1:]].mean()
+    assert ripple(fake) > 2 * ripple(img)
+
+
+def test_a_clean_swaps_donor_comes_from_the_targets_own_source():
+    from training import data as D
+    from training.views import Donors, make_view
+
+    def record(i, folder):
+        img, box, lms = _face(size=128, seed=i)
+        return D.FaceRecord(img, box, lms, identity=f"{folder}-{i}", source=f"{folder}/{i}.jpg", frame=-1)
+
+    recs = [record(i, "studio-a" if i % 2 else "street-b") for i in range(12)]
+    donors = Donors(recs, same_source=0.0)  # plain draws look everywhere
+    rng = np.random.default_rng(0)
+    assert all(donors.pick(0, rng, same_source=True).source.startswith("street-b/") for _ in range(30))
+    assert not all(donors.pick(0, rng).source.startswith("street-b/") for _ in range(30))
+    # the training view passes it on: the same draw with and without `clean` gives other fakes
+    views = [make_view(recs[0], np.random.default_rng(1), True, 64, 1.3, True, False, donor=recs[2], clean=c)
+             for c in (False, True, True)]
+    assert not np.array_equal(views[0], views[1]) and np.array_equal(views[1], views[2])
+
+
 def test_h264_round_trip_keeps_the_picture_and_its_size():
     y, x = np.mgrid[0:101, 0:150]
     img = np.stack([x, y * 2, (x + y) // 2], axis=2).astype(np.uint8)  # odd height

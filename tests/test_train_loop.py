@@ -40,7 +40,8 @@ def _train(corpus: Path, tmp: Path, device: str) -> Path:
     rc = T.main(["--real", str(corpus), "--out", str(out), "--name", "tiny", "--runs", str(tmp / "runs"),
                  "--cache", str(tmp / "cache"), "--splits", str(tmp / "splits.json"),
                  "--size", "96", "--epochs", "1", "--steps-per-epoch", "3", "--batch", "8",
-                 "--val-frac", "0.35", "--test-frac", "0.1", "--p-bi", "0.3", "--p-frame", "0.5", "--workers", "0",
+                 "--val-frac", "0.35", "--test-frac", "0.1", "--p-bi", "0.3", "--p-frame", "0.5", "--p-clean-swap", "0.5",
+                 "--workers", "0",
                  "--threads", "2", "--device", device, "--version", "0.0.1"])
     assert rc == 0
     return out
@@ -60,7 +61,10 @@ def test_a_short_run_exports_a_model_the_runtime_loads_and_scores_with(corpus, t
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["version"] == "0.0.1" and manifest["input"]["size"] == 96
     assert manifest["training"]["p_frame"] == 0.5  # half the pairs were stills of a video
-    assert "50% of the pairs start from a still of a video" in (out / "MODEL_CARD.md").read_text()
+    assert manifest["training"]["p_clean"] == 0.5  # half the cross-identity blends were careful swaps
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "50% of the pairs start from a still of a video" in card
+    assert "50% of the cross-identity blends are made as a careful tool makes a swap" in card
     det = Detector(model=str(out), device="cpu")
     result = det.analyze_image(np.asarray(face_image((800, 600), 400)))
     assert result.label in ("likely_authentic", "suspected_fake")

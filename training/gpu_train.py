@@ -4,9 +4,10 @@ budget, and measure it there on the pack's held-out-source pictures.
     python -m training.gpu_train --pack training/gpu_pack.npz --out $OUT/verity-sbi-gpu --minutes 8 \
         [--backbone effnet-lite0] [--size 288] [--init imagenet|packed]
 
-The recipe is training.train's best (`--p-bi 0.3 --p-lowres 0.3 --p-seamless 0.3 --ema 0.999
---drop-rate 0.2 --weight-decay 0.01`): every sample a pair, a real view of a packed face and its fake
-(a Self-Blended Image, or a cross-identity blend with a donor face), made by
+The recipe is training.train's best (`--p-bi 0.4 --p-clean-swap 0.5 --p-lowres 0.3 --p-seamless 0.3
+--ema 0.999 --drop-rate 0.2 --weight-decay 0.01`, verity-sbi-research 1.4.0's): every sample a
+pair, a real view of a packed face and its fake (a Self-Blended Image, or a cross-identity blend
+with a donor face, half of those a careful same-source swap), made by
 `training.views.make_view` in DataLoader workers (one per CPU). No H.264 here (PyAV is not on
 the machine): --p-video 0. No OpenCV either: the gradient-domain fakes are pasted by numpy
 (`sbi.membrane_clone`, NORMAL_CLONE only). The network trains with bf16 autocast on CUDA, from the pack's ImageNet
@@ -285,7 +286,7 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--drop-rate", type=float, default=0.2)
-    p.add_argument("--p-bi", type=float, default=0.3)
+    p.add_argument("--p-bi", type=float, default=0.4)
     p.add_argument("--p-lowres", type=float, default=0.3)
     p.add_argument("--p-seamless", type=float, default=0.3,
                    help="fakes pasted in the gradient domain first (sbi.gradient_blend: OpenCV's "
@@ -293,6 +294,8 @@ def parse_args(argv=None):
     p.add_argument("--p-video", type=float, default=0.0, help="H.264 like a video frame (needs PyAV)")
     p.add_argument("--p-frame", type=float, default=0.0,
                    help="pairs that start from a still of a video (sbi.video_still; needs PyAV)")
+    p.add_argument("--p-clean-swap", dest="p_clean", type=float, default=0.5,
+                   help="share of the cross-identity blends made as a careful tool's swap (training.train's option)")
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--epoch-steps", type=int, default=300, help="steps between validations")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: the time decides)")
@@ -320,7 +323,7 @@ def run_config(args, pack: P.Pack, out: Path, device: torch.device, argv) -> dic
         "out": str(out), "name": out.name, "backbone": args.backbone, "size": args.size, "batch": args.batch,
         "lr": args.lr, "weight_decay": args.weight_decay, "ema": args.ema, "drop_rate": args.drop_rate,
         "p_bi": args.p_bi, "p_lowres": args.p_lowres, "p_seamless": args.p_seamless, "p_video": args.p_video,
-        "p_frame": args.p_frame,
+        "p_frame": args.p_frame, "p_clean": args.p_clean,
         "p_occlude": 0.0, "xray": 0.0,
         "seed": args.seed, "time_budget": args.minutes, "steps_per_epoch": args.epoch_steps, "epochs": 0,
         "val_swaps": False, "device": device.type, "workers": args.workers, "threads": args.threads,
@@ -408,7 +411,7 @@ def main(argv=None) -> int:
     donors = Donors(train) if args.p_bi > 0 else None
     pairs = SBIPairs(train, args.size, float(cfg["margin"]), bool(cfg["align"]), args.seed, 0, p_bi=args.p_bi,
                      p_video=args.p_video, donors=donors, p_lowres=args.p_lowres, p_seamless=args.p_seamless,
-                     p_frame=args.p_frame)
+                     p_frame=args.p_frame, p_clean=args.p_clean)
     workers = max(0, args.workers)
     ctx = _fork()
     dl = DataLoader(PairStream(pairs), batch_size=max(1, args.batch // 2), sampler=Endless(), collate_fn=collate_u8,

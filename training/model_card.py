@@ -118,7 +118,7 @@ def render(manifest: dict, cfg: dict, history: list[dict], notes: str, evaluatio
         m=manifest, tr=tr, met=manifest["metrics"], thr=manifest["thresholds"], cfg=cfg,
         tta=tr.get("tta", "off"), p_bi=tr.get("p_bi", 0), p_video=tr.get("p_video", 0),
         p_occlude=tr.get("p_occlude"), p_lowres=tr.get("p_lowres"), p_small=tr.get("p_small"), p_seamless=tr.get("p_seamless"),
-        p_frame=tr.get("p_frame"),
+        p_frame=tr.get("p_frame"), p_clean=tr.get("p_clean"),
         xray=tr.get("xray"), faces_per_image=tr.get("faces_per_image", 1),
         stages=stages(init),
         # "epoch 0 = its starting weights" is said of a run started from an exported model or from a

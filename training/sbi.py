@@ -413,15 +413,17 @@ def face_geometry(landmarks) -> np.ndarray:
     return (((lm - eyes) @ rot.T) / d).reshape(-1)
 
 
-def _match_colour(source: np.ndarray, target: np.ndarray, weight: np.ndarray, rng) -> np.ndarray:
+def _match_colour(source: np.ndarray, target: np.ndarray, weight: np.ndarray, rng,
+                  full: bool = False) -> np.ndarray:
     """Per-channel RGB mean (and sometimes spread) of source moved towards the target's inside
-    the weight. RGB, partial and random on purpose (the evaluation swap uses full CIELAB)."""
+    the weight. RGB, partial and random on purpose (the evaluation swap uses full CIELAB);
+    `full`: mean and spread moved all the way (no random draw)."""
     w = weight[..., None].astype(np.float32)
     total = max(float(w.sum()), 1e-6)
     mu_s = (source * w).sum((0, 1)) / total
     mu_t = (target * w).sum((0, 1)) / total
-    k = rng.uniform(0.5, 1.0)
-    if rng.random() < 0.5:
+    k = 1.0 if full else rng.uniform(0.5, 1.0)
+    if full or rng.random() < 0.5:
         sd_s = np.sqrt(((source - mu_s) ** 2 * w).sum((0, 1)) / total) + 1e-3
         sd_t = np.sqrt(((target - mu_t) ** 2 * w).sum((0, 1)) / total) + 1e-3
         ratio = 1 + k * (np.clip(sd_t / sd_s, 0.6, 1.6) - 1)
@@ -431,7 +433,7 @@ def _match_colour(source: np.ndarray, target: np.ndarray, weight: np.ndarray, rn
 
 def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_landmarks,
                 rng: np.random.Generator, lowres: bool = False,
-                seamless: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                seamless: bool = False, clean: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A cross-identity blended image (Face X-ray, Li et al. CVPR 2020): another person's face,
     aligned onto this one by a similarity transform fitted to the 5 landmarks (with a little
     misalignment), altered like an SBI source, colour-matched in part or not at all, and blended
@@ -439,7 +441,10 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
 
     With `lowres` the donor face is re-rendered at a lower resolution first (`rerender`); with
     `seamless` it is pasted in the gradient domain (`gradient_blend`) instead of colour-matched.
-    Only pixels where the mask is > 0 change. The donor must be a different person; that is
+    With `clean`, a swap as a careful tool makes it: the donor face is not altered (no colour
+    jitter, no blur or sharpening), it replaces the face fully (blend ratio 1) and its colour
+    mean and spread are matched to the target's in full, so that nothing but the other person's
+    face (identity, skin texture, noise, resampling) tells it apart. Only pixels where the mask is > 0 change. The donor must be a different person; that is
     the caller's business (training/views.py's Donors picks one of similar pose from another identity).
     """
     from training.faceswap import similarity_transform, warp
@@ -453,7 +458,7 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
     m = similarity_transform(donor_landmarks, dst)
     warped, valid = warp(donor, m, (w, h))
     mask = blend_mask((h, w), box, landmarks, rng) * (valid >= 0.999)
-    r = float(rng.choice(BLEND_RATIOS))
+    r = 1.0 if clean else float(rng.choice(BLEND_RATIOS))
     out = image.copy()
     ys, xs = np.nonzero(mask)
     if len(ys) == 0:
@@ -462,19 +467,21 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
     x0, x1 = max(0, xs.min() - 8), min(w, xs.max() + 9)
     region = image[y0:y1, x0:x1]
     src = np.clip(np.rint(warped[y0:y1, x0:x1]), 0, 255).astype(np.uint8)
-    pil = Image.fromarray(src)
-    if rng.random() < 0.3:
-        pil = _color_jitter(pil, rng)
-    pil = _sharpness(pil, rng)
-    src = np.asarray(pil)
+    if not clean:
+        pil = Image.fromarray(src)
+        if rng.random() < 0.3:
+            pil = _color_jitter(pil, rng)
+        pil = _sharpness(pil, rng)
+        src = np.asarray(pil)
     if lowres:
         src = rerender(src, size, rng)
     mk = mask[y0:y1, x0:x1]
     if seamless:
         src = gradient_blend(src, region, mk, rng)
     src = src.astype(np.float32)
-    if not seamless and rng.random() < 0.75:
-        src = _match_colour(src, region.astype(np.float32), (mk > 0.9).astype(np.float32) + 1e-6, rng)
+    if not seamless and (clean or rng.random() < 0.75):
+        src = _match_colour(src, region.astype(np.float32), (mk > 0.9).astype(np.float32) + 1e-6, rng,
+                            full=clean)
     a = (mk * r)[..., None]
     blended = np.clip(np.rint(region.astype(np.float32) * (1 - a) + src * a), 0, 255).astype(np.uint8)
     blended[a[..., 0] <= 0] = region[a[..., 0] <= 0]

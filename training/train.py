@@ -111,7 +111,7 @@ class SBIPairs(Dataset):
     def __init__(self, records, size, margin, align, seed, epoch, p_bi: float = 0.0,
                  p_video: float = 0.0, donors: Donors | None = None, xray_grid: int = 0,
                  p_occlude: float = 0.0, p_lowres: float = 0.0, p_small: float = 0.0,
-                 p_seamless: float = 0.0, p_frame: float = 0.0):
+                 p_seamless: float = 0.0, p_frame: float = 0.0, p_clean: float = 0.0):
         self.records, self.size, self.margin, self.align = records, size, margin, align
         self.seed, self.epoch, self.cycle = seed, epoch, 0
         self.p_bi, self.p_video, self.xray_grid, self.p_occlude = p_bi, p_video, xray_grid, p_occlude
@@ -120,6 +120,7 @@ class SBIPairs(Dataset):
         self.p_small = p_small
         self.p_seamless = p_seamless
         self.p_frame = p_frame
+        self.p_clean = p_clean
 
     def __len__(self) -> int:
         return len(self.records)
@@ -127,7 +128,10 @@ class SBIPairs(Dataset):
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch, self.cycle, i])
         rec = self.records[i]
-        donor = self.donors.pick(i, rng) if self.p_bi > 0 and rng.random() < self.p_bi else None
+        bi = self.p_bi > 0 and rng.random() < self.p_bi
+        # a careful tool's swap: short-circuited at 0, so that older recipes draw exactly as before
+        clean = bi and self.p_clean > 0 and rng.random() < self.p_clean
+        donor = self.donors.pick(i, rng, same_source=clean) if bi else None
         view = donor_view = None
         if self.p_frame > 0 and rng.random() < self.p_frame:  # one video still for both views
             *view, codec = sbi.video_still(*rec.native_view(), rng)
@@ -145,7 +149,7 @@ class SBIPairs(Dataset):
         seamless = self.p_seamless > 0 and rng.random() < self.p_seamless
         fake = make_view(rec, rng, True, self.size, self.margin, self.align, True, donor=donor,
                          p_video=self.p_video, xray_grid=self.xray_grid, occluder=occ, lowres=lowres,
-                         small=small, seamless=seamless, view=view, donor_view=donor_view)
+                         small=small, seamless=seamless, view=view, donor_view=donor_view, clean=clean)
         if self.xray_grid:
             return np.stack([real[0], fake[0]]), np.stack([real[1], fake[1]])
         return np.stack([real, fake])
@@ -243,6 +247,11 @@ def _recipe_options(p: argparse.ArgumentParser) -> None:
                         "video: the picture shrunk until the face is 64-200 px wide and put through H.264, "
                         "MPEG-4, MPEG-2 or MPEG-1 (sbi.video_still) before anything is pasted into it, as a "
                         "face-swap tool works on decoded frames")
+    p.add_argument("--p-clean-swap", dest="p_clean", type=float, default=0.0,
+                   help="share of the cross-identity blends (--p-bi) made as a careful tool makes a swap: the "
+                        "donor from the same source folder (one camera, light and encoder), unaltered (no colour "
+                        "jitter, blur or sharpening), replacing the face fully, its colour mean and spread "
+                        "matched in full; nothing but the other person's face tells it apart")
     p.add_argument("--p-small", type=float, default=0.0,
                    help="probability that a pair (its real and its fake view alike) is shrunk until the face is "
                         "24-48 px wide, a face of a group photo (the runtime judges faces from 24 px)")
@@ -465,7 +474,7 @@ def train_epoch(args, cfg: dict, st: TrainState, train, epoch: int, t0: float, d
     ds = SBIPairs(train, args.size, args.margin, args.align, args.seed, epoch, p_bi=args.p_bi,
                   p_video=args.p_video, donors=st.donors, xray_grid=st.grid, p_occlude=args.p_occlude,
                   p_lowres=args.p_lowres, p_small=args.p_small, p_seamless=args.p_seamless,
-                  p_frame=args.p_frame)
+                  p_frame=args.p_frame, p_clean=args.p_clean)
     g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
     dl = DataLoader(ds, batch_size=args.batch // 2, shuffle=True, generator=g, drop_last=True,
                     collate_fn=collate, num_workers=args.workers,

@@ -28,7 +28,7 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
               donor: D.FaceRecord | None = None, p_video: float = 0.0, xray_grid: int = 0,
               occluder: tuple[np.ndarray, np.ndarray] | None = None, lowres: bool = False,
               small: bool = False, seamless: bool = False, view: tuple | None = None,
-              donor_view: tuple | None = None):
+              donor_view: tuple | None = None, clean: bool = False):
     """One classifier crop of rec: real, or fake (a Self-Blended Image, or with a donor a
     cross-identity blend), degraded like an upload (random when training, fixed otherwise).
     `occluder` (sbi.draw_occluder on the picture it starts from) is painted over it after the blend.
@@ -38,7 +38,9 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
     `seamless`: it is pasted in the gradient domain (sbi.gradient_blend), no colour seam. `small`
     (training only): the picture is shrunk until the face is SMALL_FACE_PX wide, a face of a
     group photo, which the runtime judges from 24 px. `view` / `donor_view` (image, box, landmarks):
-    the picture to start from instead of the face's native view (a video still, sbi.video_still)."""
+    the picture to start from instead of the face's native view (a video still, sbi.video_still).
+    `clean` (with a donor): the careful tool's swap of sbi.cross_blend (donor unaltered, full
+    replacement, full colour match)."""
     from detector.crops import crop_face
 
     # blend at the detail the photo had, never upsampled
@@ -46,7 +48,8 @@ def make_view(rec: D.FaceRecord, rng: np.random.Generator, fake: bool, size: int
     mask = None
     if fake and donor is not None:
         dimg, _, dlms = donor_view if donor_view is not None else donor.native_view()
-        img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng, lowres=lowres, seamless=seamless)
+        img, mask = sbi.cross_blend(img, box, lms, dimg, dlms, rng, lowres=lowres, seamless=seamless,
+                                    clean=clean)
     elif fake:
         img, mask = sbi.self_blend(img, box, lms, rng, lowres=lowres, seamless=seamless)
     edge = sbi.boundary(mask) if xray_grid and mask is not None and float(mask.max()) > 0 else None
@@ -93,8 +96,11 @@ class Donors:
         self.folders = folders
         self.candidates, self.same_source = candidates, same_source
 
-    def pick(self, i: int, rng: np.random.Generator) -> D.FaceRecord | None:
-        pool = self.by_folder[self.folders[i]] if rng.random() < self.same_source else np.arange(len(self.records))
+    def pick(self, i: int, rng: np.random.Generator, same_source: bool = False) -> D.FaceRecord | None:
+        """A donor for face i; `same_source`: always from face i's own source folder (one camera,
+        light and encoder, as a swap between two clips of one studio)."""
+        same = rng.random() < self.same_source or same_source
+        pool = self.by_folder[self.folders[i]] if same else np.arange(len(self.records))
         cand = pool[rng.integers(0, len(pool), size=min(self.candidates, len(pool)))]
         cand = cand[self.ids[cand] != self.ids[i]]
         if len(cand) == 0:
