@@ -40,9 +40,9 @@ def _train(corpus: Path, tmp: Path, device: str) -> Path:
     rc = T.main(["--real", str(corpus), "--out", str(out), "--name", "tiny", "--runs", str(tmp / "runs"),
                  "--cache", str(tmp / "cache"), "--splits", str(tmp / "splits.json"),
                  "--size", "96", "--epochs", "1", "--steps-per-epoch", "3", "--batch", "8",
-                 "--val-frac", "0.35", "--test-frac", "0.1", "--p-bi", "0.3", "--p-frame", "0.5", "--p-clean-swap", "0.5",
-                 "--workers", "0",
-                 "--threads", "2", "--device", device, "--version", "0.0.1"])
+                 "--val-frac", "0.35", "--test-frac", "0.1", "--p-bi", "0.3", "--p-frame", "0.5",
+                 "--p-clean-swap", "0.5", "--workers", "0", "--threads", "2", "--device", device,
+                 "--version", "0.0.1"])
     assert rc == 0
     return out
 

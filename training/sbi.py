@@ -444,8 +444,9 @@ def cross_blend(image: np.ndarray, box, landmarks, donor: np.ndarray, donor_land
     With `clean`, a swap as a careful tool makes it: the donor face is not altered (no colour
     jitter, no blur or sharpening), it replaces the face fully (blend ratio 1) and its colour
     mean and spread are matched to the target's in full, so that nothing but the other person's
-    face (identity, skin texture, noise, resampling) tells it apart. Only pixels where the mask is > 0 change. The donor must be a different person; that is
-    the caller's business (training/views.py's Donors picks one of similar pose from another identity).
+    face (identity, skin texture, noise, resampling) tells it apart.
+    Only pixels where the mask is > 0 change. The donor must be a different person; that is the
+    caller's business (training/views.py's Donors picks one of similar pose from another identity).
     """
     from training.faceswap import similarity_transform, warp
 
