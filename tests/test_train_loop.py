@@ -35,14 +35,14 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-def _train(corpus: Path, tmp: Path, device: str) -> Path:
+def _train(corpus: Path, tmp: Path, device: str, *extra: str) -> Path:
     out = tmp / "model"
     rc = T.main(["--real", str(corpus), "--out", str(out), "--name", "tiny", "--runs", str(tmp / "runs"),
                  "--cache", str(tmp / "cache"), "--splits", str(tmp / "splits.json"),
                  "--size", "96", "--epochs", "1", "--steps-per-epoch", "3", "--batch", "8",
                  "--val-frac", "0.35", "--test-frac", "0.1", "--p-bi", "0.3", "--p-frame", "0.5",
                  "--p-clean-swap", "0.5", "--workers", "0", "--threads", "2", "--device", device,
-                 "--version", "0.0.1"])
+                 "--version", "0.0.1", *extra])
     assert rc == 0
     return out
 
@@ -69,6 +69,26 @@ def test_a_short_run_exports_a_model_the_runtime_loads_and_scores_with(corpus, t
     result = det.analyze_image(np.asarray(face_image((800, 600), 400)))
     assert result.label in ("likely_authentic", "suspected_fake")
     assert 0.0 <= result.score <= 1.0 and result.frames[0].faces[0].fake_score is not None
+
+
+def test_last_pt_exports_the_weights_its_epoch_validated_the_moving_average(corpus, tmp_path):
+    """A run whose best.pt stayed at its starting weights (an --init-onnx fine-tune whose epochs never
+    beat epoch 0) is exported from last.pt: with --ema that must be the moving average its last
+    epoch validated, as best.pt would have kept, not the raw weights beside it."""
+    from training import export
+    from training.nets import ort_logits
+
+    _train(corpus, tmp_path, "cpu", "--ema", "0.5")
+    run = tmp_path / "runs" / "tiny"
+    last = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert any(not torch.equal(last["model"][k], last["ema"][k]) for k in last["ema"])  # they differ
+    for name in ("best.pt", "last.pt"):
+        assert export.main(["--run", str(run), "--out", str(tmp_path / name), "--checkpoint", name]) == 0
+    x = np.random.default_rng(0).integers(0, 256, size=(4, 96, 96, 3), dtype=np.uint8)  # crops, as validation
+    from_best, from_last = (ort_logits(tmp_path / n / "model.onnx", x) for n in ("best.pt", "last.pt"))
+    np.testing.assert_allclose(from_last, from_best, atol=1e-5)  # one epoch: best.pt is that epoch's average
+    manifest = json.loads((tmp_path / "last.pt" / "model.json").read_text())
+    assert manifest["metrics"]["best_epoch"] == 1 and manifest["training"]["steps"] == 3
 
 
 def test_cuda_demanded_without_a_gpu_is_an_error_not_a_cpu_run():

@@ -71,7 +71,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="training/runs/NAME")
     p.add_argument("--out", required=True, help="models/NAME")
-    p.add_argument("--checkpoint", default="best.pt")
+    p.add_argument("--checkpoint", default="best.pt",
+                   help="best.pt, or last.pt: the last epoch's weights as validated (its moving average with --ema), "
+                        "for a run whose best.pt stayed at its starting weights")
     p.add_argument("--version", default=None)
     p.add_argument("--name", default=None, help="model name in model.json (default: --out folder name)")
     p.add_argument("--quantize", action="store_true", help="try int8 dynamic quantisation")
@@ -88,6 +90,9 @@ def load_run(run: Path, checkpoint: str):
     from training.nets import build_model
 
     ck = torch.load(run / checkpoint, map_location="cpu", weights_only=False)
+    if "opt" in ck:  # last.pt: its epoch validated (and best.pt would have kept) the moving average
+        ck = {"model": ck.get("ema", ck["model"]), "epoch": ck["epoch"] + 1,
+              "metrics": ck["history"][-1] if ck.get("history") else {}, "config": ck["config"]}
     cfg = ck["config"]
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
     history = [h for h in history if h["epoch"] <= ck["epoch"]]
