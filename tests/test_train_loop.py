@@ -107,3 +107,23 @@ def test_a_short_run_trains_on_the_gpu(corpus, tmp_path):
     ck = torch.load(tmp_path / "runs" / "tiny" / "last.pt", map_location="cpu", weights_only=False)
     assert ck["config"]["device"] == "cuda"
     assert Detector(model=str(out), device="cpu").analyze_image(np.asarray(face_image((800, 600), 400))).frames
+
+
+def test_init_onnx_of_an_ensemble_starts_each_network_from_its_own_member(tmp_path):
+    """The shipped default model is an ensemble (EfficientNet-Lite0 and MobileNetV2 in one graph):
+    --init-onnx of its model.onnx (a fine-tune's or the GPU pack's start) gives each network the
+    weights of the member built as it is, computing what that member computes, and not the other's."""
+    from detector.manifest import REPOSITORY_MODELS_DIR
+    from training.ensemble import unpack
+    from training.nets import build_model, load_fused_onnx, ort_logits, predict
+
+    shipped = REPOSITORY_MODELS_DIR / "verity-sbi"
+    members = {json.loads((m / "model.json").read_text())["training"]["backbone"]: m
+               for m in unpack(shipped, tmp_path)}
+    assert set(members) == {"effnet-lite0", "mobilenetv2"}
+    crops = np.random.default_rng(3).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    want = {b: ort_logits(m / "model.onnx", crops) for b, m in members.items()}
+    assert np.abs(want["effnet-lite0"] - want["mobilenetv2"]).max() > 0.05  # the members differ
+    for backbone, logits in want.items():
+        got = predict(load_fused_onnx(build_model(backbone, pretrained=False), shipped / "model.onnx"), crops)
+        assert got == pytest.approx(logits, abs=1e-3), backbone

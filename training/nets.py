@@ -88,6 +88,35 @@ def bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
 
 
 def load_fused_onnx(model: nn.Module, path: str | Path, size: int = 224) -> nn.Module:
+    """`_load_fused_onnx` of `path`, or, when `path` is an ensemble's model.onnx (training.ensemble:
+    its model.json lists members), of the one member built as `model` is (its layers), taken back
+    out of the graph (verity-sbi's): an ensemble's network can be fine-tuned without being kept apart."""
+    import json
+    import tempfile
+
+    manifest = Path(path).with_name("model.json")
+    if not (manifest.exists() and "members" in json.loads(manifest.read_text()).get("training", {})):
+        return _load_fused_onnx(model, path, size)
+    from training.ensemble import unpack
+
+    with tempfile.TemporaryDirectory(prefix="verity-init-") as tmp:
+        want = len(bn_pairs(model))
+        members = unpack(Path(path).parent, Path(tmp))
+        fits = [m for m in members if _conv_count(m / "model.onnx") == want]
+        if len(fits) != 1:
+            raise SystemExit(f"--init-onnx {path}: an ensemble of {', '.join(m.name for m in members)}; "
+                             f"{len(fits)} of them have this network's {want} convolutions (one must)")
+        print(f"--init-onnx {path}: an ensemble; starting from its member {fits[0].name}")
+        return _load_fused_onnx(model, fits[0] / "model.onnx", size)
+
+
+def _conv_count(path: Path) -> int:
+    import onnx
+
+    return sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node)
+
+
+def _load_fused_onnx(model: nn.Module, path: str | Path, size: int = 224) -> nn.Module:
     """Start from an exported model (an earlier `models/<name>/model.onnx`, whose torch
     checkpoint is gone): the exporter folded every BatchNorm into its convolution, so each
     convolution takes the folded weights and its BatchNorm becomes the identity plus the folded
