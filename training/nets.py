@@ -91,17 +91,17 @@ def load_fused_onnx(model: nn.Module, path: str | Path, size: int = 224) -> nn.M
     """`_load_fused_onnx` of `path`, or, when `path` is an ensemble's model.onnx (training.ensemble:
     its model.json lists members), of the one member built as `model` is (its layers), taken back
     out of the graph (verity-sbi's): an ensemble's network can be fine-tuned without being kept apart."""
-    import json
     import tempfile
 
-    manifest = Path(path).with_name("model.json")
-    if not (manifest.exists() and "members" in json.loads(manifest.read_text()).get("training", {})):
-        return _load_fused_onnx(model, path, size)
-    from training.ensemble import unpack
+    from detector.manifest import load_manifest
+    from training.ensemble import is_ensemble, unpack
 
+    folder = Path(path).parent
+    if not ((folder / "model.json").exists() and is_ensemble(load_manifest(folder, verify=False))):
+        return _load_fused_onnx(model, path, size)
     with tempfile.TemporaryDirectory(prefix="verity-init-") as tmp:
         want = len(bn_pairs(model))
-        members = unpack(Path(path).parent, Path(tmp))
+        members = unpack(folder, Path(tmp))
         fits = [m for m in members if _conv_count(m / "model.onnx") == want]
         if len(fits) != 1:
             raise SystemExit(f"--init-onnx {path}: an ensemble of {', '.join(m.name for m in members)}; "
