@@ -53,17 +53,19 @@ class Classifier:
                 dst += self._b[c]
         return x
 
-    def inputs(self, crops: np.ndarray) -> np.ndarray:
-        """The tensor one call runs: the crops, then (with tta.hflip) the same crops mirrored."""
-        return self.preprocess(crops, mirrored=self.manifest.tta.hflip)
+    def inputs(self, crops: np.ndarray, hflip: bool | None = None) -> np.ndarray:
+        """The tensor one call runs: the crops, then (with `hflip`, default tta.hflip) the same
+        crops mirrored."""
+        return self.preprocess(crops, mirrored=self.manifest.tta.hflip if hflip is None else hflip)
 
     def raw(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
-    def combine(self, out: np.ndarray, n: int) -> np.ndarray:
-        """Raw outputs for n crops: with tta.hflip, the mean of each crop's two outputs."""
+    def combine(self, out: np.ndarray, n: int, hflip: bool | None = None) -> np.ndarray:
+        """Raw outputs for n crops: with `hflip` (default tta.hflip), the mean of each crop's two
+        outputs."""
         out = np.asarray(out, dtype=np.float64)
-        if self.manifest.tta.hflip:
+        if self.manifest.tta.hflip if hflip is None else hflip:
             out = (out[:n] + out[n:2 * n]) / 2.0
         return out
 
@@ -85,15 +87,16 @@ class Classifier:
         z = np.log(p / (1 - p)) / t
         return 1.0 / (1.0 + np.exp(-z))
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, hflip: bool | None = None) -> np.ndarray:
         """Calibrated P(fake) per face, in one batched run: `crops` (N, S, S, 3), one crop per face,
         or (N, V, S, S, 3), V crops of each face (the margins of tta.margins), whose raw outputs
-        are averaged before the calibration."""
+        are averaged before the calibration. `hflip`: also score the mirrors (default tta.hflip;
+        a video frame's faces pass the manifest's video_hflip)."""
         if len(crops) == 0:
             return np.zeros((0,), dtype=np.float64)
         crops = np.asarray(crops)
         if crops.ndim == 4:
             crops = crops[:, None]  # one view of each face
         n, v = crops.shape[:2]
-        out = self.combine(self.raw(self.inputs(crops.reshape(n * v, *crops.shape[2:]))), n * v)
+        out = self.combine(self.raw(self.inputs(crops.reshape(n * v, *crops.shape[2:]), hflip)), n * v, hflip)
         return self.probabilities(out.reshape(n, v, -1).mean(axis=1))

@@ -58,6 +58,32 @@ class Calibration(BaseModel):
     temperature: float = Field(default=1.0, gt=0)
 
 
+def _check_margins(v: list[float], name: str) -> list[float]:
+    if any(not 1.0 <= m <= 3.0 for m in v):
+        raise ValueError(f"{name} must each lie in [1.0, 3.0], got {v}")
+    if len(set(v)) != len(v):
+        raise ValueError(f"{name} must not repeat a margin, got {v}")
+    return v
+
+
+class VideoViews(BaseModel):
+    """The views of a face in a video frame (a file's sampled frames, a live segment), where they
+    differ from a photo's: a video scores dozens of frames, so a larger model (an ensemble) may
+    look at each frame's face fewer ways and still hold issue 2's time limit. The video
+    calibration (`video`) is fitted with these views in place (training/video_eval.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    hflip: bool = False
+    """Also classify each crop mirrored (as `tta.hflip`, for video frames)."""
+    margins: list[float] = Field(default_factory=list)
+    """Further crop margins besides `crop.margin` (as `tta.margins`, for video frames)."""
+
+    @field_validator("margins")
+    @classmethod
+    def _margins(cls, v: list[float]) -> list[float]:
+        return _check_margins(v, "tta.video.margins")
+
+
 class TestTimeAugmentation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hflip: bool = False
@@ -70,14 +96,13 @@ class TestTimeAugmentation(BaseModel):
     one more crop per face to the classifier's batch. A picture calibration (`picture`) and the
     thresholds are read on the averaged outputs, so they are fitted with the margins in place."""
 
+    video: VideoViews | None = None
+    """Video frames only: their own views (VideoViews); None: the same views as a photo."""
+
     @field_validator("margins")
     @classmethod
     def _margins(cls, v: list[float]) -> list[float]:
-        if any(not 1.0 <= m <= 3.0 for m in v):
-            raise ValueError(f"tta.margins must each lie in [1.0, 3.0], got {v}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"tta.margins must not repeat a margin, got {v}")
-        return v
+        return _check_margins(v, "tta.margins")
 
 
 class Thresholds(BaseModel):
@@ -200,6 +225,18 @@ class Manifest(BaseModel):
     def crop_margins(self) -> tuple[float, ...]:
         """Every margin a face is cropped at: crop.margin first, then tta.margins."""
         return (self.crop.margin, *(m for m in self.tta.margins if m != self.crop.margin))
+
+    @property
+    def video_crop_margins(self) -> tuple[float, ...]:
+        """The margins a face in a video frame is cropped at (tta.video, else as a photo's)."""
+        if self.tta.video is None:
+            return self.crop_margins
+        return (self.crop.margin, *(m for m in self.tta.video.margins if m != self.crop.margin))
+
+    @property
+    def video_hflip(self) -> bool:
+        """Whether a face in a video frame is also classified mirrored (tta.video, else tta.hflip)."""
+        return self.tta.hflip if self.tta.video is None else self.tta.video.hflip
 
     @property
     def model_path(self) -> Path:

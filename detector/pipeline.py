@@ -134,7 +134,8 @@ class Detector:
         if tracks is not None:
             small, scale = occlusion.small_copy(rgb)
             tracks.append(occlusion.Track(ts, small, scale, [(f.box.tolist(), f.score, f.landmarks.tolist()) for f in faces]))
-        size, align, margins = self.manifest.input.size, self.manifest.crop.align, self.manifest.crop_margins
+        size, align = self.manifest.input.size, self.manifest.crop.align
+        margins = self.manifest.crop_margins if still else self.manifest.video_crop_margins
         evidence = []
         for f in faces:
             crops.append(np.stack([crop_face(rgb, f.box, f.landmarks, size, m, align) for m in margins]))  # (V, S, S, 3)
@@ -210,7 +211,9 @@ class Detector:
             chosen = _spread([i for i, fr in enumerate(frames) if fr.faces], classify or self.frames)
             offsets = np.cumsum([0] + [len(fr.faces) for fr in frames])
             picked = [offsets[i] + j for i in chosen for j in range(len(frames[i].faces))]
-            scores = self.classifier(np.stack([crops[k] for k in picked]))
+            video = info is not None and info.kind == "video"
+            scores = self.classifier(np.stack([crops[k] for k in picked]),
+                                     hflip=self.manifest.video_hflip if video else None)
             it = iter(scores.tolist())
             for i in chosen:
                 for face in frames[i].faces:

@@ -594,11 +594,53 @@ def test_tta_margins_average_the_logits_of_a_face_cropped_at_each_margin(tmp_pat
     assert abs(got - one_margin) > 1e-3, "the second crop must change the score"
 
 
+def test_tta_video_gives_video_frames_their_own_views_and_leaves_photos_as_they_are(tmp_path):
+    """tta.video in model.json: the faces of a video's frames (a file or a live segment) are
+    classified with its views (here one crop, no mirror: a quarter of the classifier's batch),
+    while a photo keeps tta.hflip and tta.margins. Without it a video frame gets a photo's views."""
+    photo_views = {"hflip": True, "margins": [1.15]}
+    four, _ = _copy_of_shipped(tmp_path, "four", tta=photo_views)
+    fast, _ = _copy_of_shipped(tmp_path, "fast", tta={**photo_views, "video": {"hflip": False, "margins": []}})
+    one, _ = _copy_of_shipped(tmp_path, "one", tta={"hflip": False})
+    dets = {name: Detector(model=str(m), device="cpu", frames=4) for name, m in
+            (("four", four), ("fast", fast), ("one", one))}
+    assert dets["fast"].manifest.video_crop_margins == (dets["fast"].manifest.crop.margin,)
+    assert not dets["fast"].manifest.video_hflip and dets["four"].manifest.video_hflip
+    batches: dict[str, list[int]] = {name: [] for name in dets}
+    for name, det in dets.items():
+        raw = det.classifier.raw
+        det.classifier.raw = lambda x, raw=raw, name=name: batches[name].append(len(x)) or raw(x)
+    clip = write_video(tmp_path / "clip.mp4", face_image((640, 360), 200), seconds=1, fps=8)
+    videos = {name: det.analyze_path(clip) for name, det in dets.items()}
+
+    def frame_scores(res):
+        return [f.fake_score for fr in res.frames for f in fr.faces if f.fake_score is not None]
+
+    faces = len(frame_scores(videos["one"]))
+    assert faces >= 4
+    assert batches["four"] == [4 * faces] and batches["fast"] == [faces] and batches["one"] == [faces]
+    assert frame_scores(videos["fast"]) == pytest.approx(frame_scores(videos["one"]), abs=1e-6)
+    assert max(abs(a - b) for a, b in zip(frame_scores(videos["fast"]), frame_scores(videos["four"]))) > 1e-3
+    # a live segment is a video too
+    rgb = np.asarray(face_image((640, 360), 200))
+    live = dets["fast"].analyze_frames([(0.0, rgb), (0.5, rgb)])
+    assert frame_scores(live) == pytest.approx(frame_scores(dets["one"].analyze_frames([(0.0, rgb), (0.5, rgb)])),
+                                               abs=1e-6)
+    # a photo keeps the photo's four views
+    img = np.asarray(face_image((800, 600), 260, index=3))
+    assert (dets["fast"].analyze_image(img).frames[0].faces[0].fake_score
+            == pytest.approx(dets["four"].analyze_image(img).frames[0].faces[0].fake_score, abs=1e-6))
+    assert batches["fast"][-1] == 4 and batches["four"][-1] == 4
+
+
 @pytest.mark.parametrize("margins,why", [([0.9], r"\[1.0, 3.0\]"), ([1.15, 1.15], "repeat")])
 def test_tta_margins_out_of_range_or_repeated_are_refused(tmp_path, margins, why):
     model, _ = _copy_of_shipped(tmp_path, "bad", tta={"hflip": True, "margins": margins})
     with pytest.raises(ManifestError, match=why):
         load_manifest(str(model))
+    video, _ = _copy_of_shipped(tmp_path, "badvideo", tta={"hflip": True, "video": {"margins": margins}})
+    with pytest.raises(ManifestError, match="tta.video.margins"):
+        load_manifest(str(video))
 
 
 @pytest.mark.parametrize("color,layout", [("RGB", "NCHW"), ("BGR", "NCHW"), ("RGB", "NHWC"), ("BGR", "NHWC")])

@@ -172,10 +172,66 @@ def test_an_ensemble_folder_is_calibrated_on_validation_and_the_runtime_scores_w
     assert "| measured | here |" in card.read_text() and "## Members" in card.read_text()
     # a card kept by hand is never overwritten
     card.write_text("hand-written\n")
-    # an ensemble given as a member counts as its members: here three copies of one network
+    # an ensemble given as a member counts as its members: here three copies of one network,
+    # joined with their weights stored as float16
+    before = (out / "model.onnx").stat().st_size
     assert ensemble.main([str(out), str(first), "--out", str(out), "--csv", str(tmp_path / "eval.csv"),
-                          "--version", "9.9.10", "--name", "verity-ens"]) == 0
+                          "--version", "9.9.10", "--name", "verity-ens", "--float16"]) == 0
     assert card.read_text() == "hand-written\n"
     doc = json.loads((out / "model.json").read_text())
     assert doc["version"] == "9.9.10" and len(doc["training"]["members"]) == 3
     assert [m["sha256"] for m in doc["training"]["members"]] == [network] * 3
+    assert doc["training"]["precision"].startswith("float16 weights")
+    assert (out / "model.onnx").stat().st_size < 0.55 * 1.5 * before  # three networks at half the bytes
+    auc16 = doc["metrics"]["validation_auc"]
+    assert len({round(t["mean"], 4) for t in auc16.values()}) == 1
+    assert abs(auc16["verity-ens 9.9.10"]["mean"] - auc["verity-ens 9.9.9"]["mean"]) < 0.01
+    res16 = Detector(model=str(out), device="cpu").analyze_path(tmp_path / "fake0.png")
+    assert res16.score is not None and abs(res16.classifier_score - res.classifier_score) < 0.01
+
+
+def test_float16_storage_halves_the_file_and_keeps_the_network(tmp_path):
+    """training.half: the shipped ensemble with its weights stored as float16 takes about half the
+    room, onnxruntime still computes in float32 with logits within 5e-3 of the float32 file's, the
+    training tools read it back as float32 (widen: the same logits exactly), its members unpack
+    and join back to the same halved file byte for byte, and a weight float16 cannot hold is refused."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    from training import half
+
+    shipped = load_manifest(SHIPPED)
+    full = onnx.load(str(shipped.model_path))
+    halved = half.halve(full)
+    assert half.halved(halved) > 50 and half.halved(full) == 0
+    path = tmp_path / "half.onnx"
+    onnx.save(halved, str(path))
+    assert path.stat().st_size < 0.55 * shipped.model_path.stat().st_size
+    x = _x(3, shipped.input.size, 4)
+    z_full, z_half = _logits(shipped.model_path, x), _logits(path, x)
+    assert np.abs(z_half - z_full).max() < 5e-3 and not np.array_equal(z_half, z_full)  # rounded, not dropped
+    wide = half.widen(halved)
+    assert half.halved(wide) == 0
+    assert all(t.data_type == onnx.TensorProto.FLOAT for t in wide.graph.initializer)
+    onnx.save(wide, str(tmp_path / "wide.onnx"))
+    np.testing.assert_allclose(_logits(tmp_path / "wide.onnx", x), z_half, rtol=1e-6, atol=1e-6)
+    assert half.halve(wide).SerializeToString() == halved.SerializeToString()
+    # an ensemble folder stored so: its members come out float32 and join back to it
+    folder = tmp_path / "ens16"
+    folder.mkdir()
+    onnx.save(halved, str(folder / "model.onnx"))
+    doc = json.loads((SHIPPED / "model.json").read_text())
+    doc["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(doc))
+    members = [load_manifest(f) for f in ensemble.unpack(folder, tmp_path / "members")]
+    assert all(half.halved(onnx.load(str(m.model_path))) == 0 for m in members)
+    assert half.halve(ensemble.merge(members)).SerializeToString() == halved.SerializeToString()
+    # float16 holds |w| <= 65504
+    big = onnx.ModelProto()
+    big.CopyFrom(full)
+    t = big.graph.initializer[max(range(len(big.graph.initializer)), key=lambda i: np.prod(big.graph.initializer[i].dims))]
+    t.CopyFrom(numpy_helper.from_array(np.full(tuple(t.dims), 1e5, np.float32), t.name))
+    with pytest.raises(ValueError, match="do not fit float16"):
+        half.halve(big)

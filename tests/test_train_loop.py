@@ -127,3 +127,23 @@ def test_init_onnx_of_an_ensemble_starts_each_network_from_its_own_member(tmp_pa
     for backbone, logits in want.items():
         got = predict(load_fused_onnx(build_model(backbone, pretrained=False), shipped / "model.onnx"), crops)
         assert got == pytest.approx(logits, abs=1e-3), backbone
+
+
+def test_init_onnx_of_weights_stored_as_float16_starts_from_those_weights(tmp_path):
+    """training.half: a model file whose weights are stored as float16 (an ensemble joined with
+    --float16) loads into its network as float32, computing what onnxruntime computes from it."""
+    import onnx
+
+    from detector.manifest import REPOSITORY_MODELS_DIR
+    from training import half
+    from training.ensemble import unpack
+    from training.nets import build_model, load_fused_onnx, ort_logits, predict
+
+    effnet = next(m for m in unpack(REPOSITORY_MODELS_DIR / "verity-sbi", tmp_path / "members")
+                  if json.loads((m / "model.json").read_text())["training"]["backbone"] == "effnet-lite0")
+    halved = half.halve(onnx.load(str(effnet / "model.onnx")))
+    assert half.halved(halved) > 50
+    onnx.save(halved, str(tmp_path / "model.onnx"))
+    crops = np.random.default_rng(4).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    got = predict(load_fused_onnx(build_model("effnet-lite0", pretrained=False), tmp_path / "model.onnx"), crops)
+    assert got == pytest.approx(ort_logits(tmp_path / "model.onnx", crops), abs=1e-3)

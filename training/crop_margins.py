@@ -79,7 +79,7 @@ def write_margins(model: Path, margins: list[float]) -> dict:
     path = model / "model.json"
     manifest = json.loads(path.read_text())
     extra = [m for m in margins if not math.isclose(m, base)]
-    manifest["tta"] = TestTimeAugmentation.model_validate({**manifest.get("tta", {}), "margins": extra}).model_dump()
+    manifest["tta"] = TestTimeAugmentation.model_validate({**manifest.get("tta", {}), "margins": extra}).model_dump(exclude_none=True)
     dropped = [k for k in ("picture", "video") if manifest.pop(k, None) is not None]
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     if dropped:

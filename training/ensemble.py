@@ -23,6 +23,9 @@ shipped ensemble without its members being retrained or kept anywhere else:
 
     python -m training.ensemble models/verity-sbi /tmp/verity-mnv2b --out /tmp/verity-ens3 ...
 
+`--float16` stores the joined graph's weights as float16, computed in float32 (training.half):
+half the file, the logits within about 1e-3; the calibration is then fitted on that graph.
+
 Then compare it with the shipped model on the held-out sets (`training.compare`), never choose on
 them.
 """
@@ -43,6 +46,8 @@ if str(REPO) not in sys.path:
 from detector.manifest import Manifest, load_manifest
 
 SAME = ("layout", "color", "scale", "mean", "std")
+PRECISION_F16 = ("float16 weights, float32 compute: the joined graph's weights stored as float16 and cast to "
+                 "float32 as onnxruntime loads it (training.half, training.ensemble --float16)")
 
 
 def check_compatible(members: list[Manifest]) -> None:
@@ -79,7 +84,9 @@ def merge(members: list[Manifest]):
     import onnx
     from onnx import TensorProto, compose, helper
 
-    protos = [onnx.load(str(m.model_path)) for m in members]
+    from training import half
+
+    protos = [half.load(m.model_path) for m in members]  # joined as float32 (--float16 halves the whole)
     opsets = [next(o.version for o in p.opset_import if o.domain in ("", "ai.onnx")) for p in protos]
     opset = max(opsets)
     size, source = ensemble_size(members), members[0].input.name  # the one graph input
@@ -132,10 +139,12 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
     import onnx
     from onnx import TensorProto, helper
 
+    from training import half
+
     ens = load_manifest(folder)
     if not is_ensemble(ens):
         return [ens.path]
-    model = onnx.load(str(ens.model_path))
+    model = half.load(ens.model_path)  # an ensemble joined with --float16: its members come out float32
     g = model.graph
     size = ens.input.size
     doc = json.loads((ens.path / "model.json").read_text())
@@ -233,7 +242,7 @@ def manifest_for(members: list[Manifest], name: str, version: str, sha: str, hfl
             # an unpacked member is recorded by the checksum of the file it was first joined from
             "members": [{"name": m.name, "version": m.version, "sha256": m.training.get("sha256_at_joining", m.sha256),
                          "temperature": m.calibration.temperature, "input_size": m.input.size,
-                         "tta": m.tta.model_dump(),
+                         "tta": m.tta.model_dump(exclude_none=True),
                          "thresholds": m.thresholds.model_dump(), "backbone": m.training.get("backbone"),
                          "command": m.training.get("command"), "identities": m.training.get("identities"),
                          "data": m.training.get("data"), "splits_file": m.training.get("splits_file")}
@@ -306,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, required=True, help="eval.csv of `training.eval_sets --split val`")
     ap.add_argument("--version", required=True)
     ap.add_argument("--name", default=None, help="model name (default: the --out folder name)")
+    ap.add_argument("--float16", action="store_true",
+                    help="store the joined graph's weights as float16, computed in float32 (training.half): half "
+                         "the file; the calibration is fitted on the stored graph")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="verity-members-") as tmp:
         folders = []
@@ -333,10 +345,18 @@ def _join(args, folders: list[Path], argv) -> int:
     hflip = ensemble_hflip(members)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "model.onnx"
-    onnx.save(merge(members), str(path))
+    merged = merge(members)
+    if args.float16:
+        from training import half
+
+        merged = half.halve(merged)
+        print(f"float16 storage: {half.halved(merged)} weights halved (training.half)")
+    onnx.save(merged, str(path))
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     name = args.name or args.out.name
     doc = manifest_for(members, name, args.version, sha, hflip)
+    if args.float16:
+        doc["training"]["precision"] = PRECISION_F16
     # written now so that the runtime can load the folder to score it; the calibration follows
     (args.out / "model.json").write_text(json.dumps(doc, indent=1) + "\n")
 

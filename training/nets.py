@@ -123,11 +123,12 @@ def _load_fused_onnx(model: nn.Module, path: str | Path, size: int = 224) -> nn.
     bias (running mean 0, running variance 1 - eps, scale 1). Train such a model with
     `freeze_bn`: the BatchNorms then stay per-channel affine maps with a learnable scale and
     bias. Checked against onnxruntime on random input before it is returned."""
-    import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
+    from training import half
+
+    graph = half.load(path).graph  # weights stored as float16 (training.half) read as float32
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     gemms = [n for n in graph.node if n.op_type == "Gemm"]

@@ -34,7 +34,9 @@ import csv
 import hashlib
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,6 +118,19 @@ def analyse(items: list[dict], model: str, cache: Path) -> list[dict]:
     return [it for it in items if it["frames"] is not None]
 
 
+VIEWS = ("photo", "one-crop", "no-mirror", "one")
+
+
+def with_video_views(tta: dict, views: str) -> dict:
+    """model.json's `tta` with `tta.video` set for `views` (VIEWS; "photo" removes it)."""
+    out = {k: v for k, v in tta.items() if k != "video"}
+    if views == "photo":
+        return out
+    mirror = tta.get("hflip", False) and views == "one-crop"
+    margins = list(tta.get("margins", [])) if views == "no-mirror" else []
+    return {**out, "video": {"hflip": mirror, "margins": margins}}
+
+
 def fit_offset(real_logits: list[float], review: float) -> float:
     if not real_logits:
         return 0.0
@@ -148,14 +163,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="the aggregation --write puts in model.json")
     p.add_argument("--report", help="also write the markdown to this file")
     p.add_argument("--write", action="store_true", help="write the fitted `video` block into the model's model.json")
+    p.add_argument("--views", choices=sorted(VIEWS),
+                   help="the views of a video frame's face (model.json tta.video): photo = a photo's crops and "
+                        "mirrors; one-crop = crop.margin only, mirrored as a photo is; no-mirror = a photo's crops "
+                        "unmirrored; one = one crop, unmirrored. Default: the model's own. With --write it is "
+                        "written too")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     model_dir = Path(args.model)
     manifest = json.loads((model_dir / "model.json").read_text())
+    if args.views:
+        manifest["tta"] = with_video_views(manifest["tta"], args.views)
     review = manifest["thresholds"]["review"]
     from detector.limits import TOP_K_FRAMES
 
-    items = analyse(videos(Path(args.data), Path(args.corpus), Path(args.pyfeat)), args.model, Path(args.cache))
+    with tempfile.TemporaryDirectory(prefix="verity-views-") as tmp:
+        scored_by = args.model
+        if args.views:  # analysed with those views in a copy; the model's folder changes only with --write
+            scored_by = str(Path(tmp) / model_dir.name)
+            shutil.copytree(model_dir, scored_by)
+            (Path(scored_by) / "model.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        items = analyse(videos(Path(args.data), Path(args.corpus), Path(args.pyfeat)), scored_by, Path(args.cache))
     scored = [it for it in items if face_tracks(it["frames"])]
     top_k = {"top_k": None, "track_top_k": TOP_K_FRAMES, "track_mean": None}
     for it in scored:
@@ -174,11 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         off = fit_offset([o[chosen + ":z"] for o in calib if o["clip"] != it["clip"]], review)
         loo.append(it[chosen + ":z"] - off >= _logit(review))
     name = f"{manifest['name']} {manifest['version']}"
+    views = manifest["tta"].get("video")
+    view_text = ("a photo's views" if views is None else
+                 f"video views: margins {[manifest['crop']['margin'], *views.get('margins', [])]}, "
+                 f"mirror {'on' if views.get('hflip') else 'off'}")
     keys = ("top_k", "track_top_k", "track_mean")
     lines = [(f"Videos as videos, {name}, {len(scored)} videos with a face "
               f"({len(items) - len(scored)} without), `python -m training.video_eval --model {args.model}`, "
-              f"{time.perf_counter() - t0:.0f} s. Frame scores: the classifier's (the hand-over-the-face "
-              f"check's own score is left out here)."), "",
+              f"{time.perf_counter() - t0:.0f} s. Frame scores: the classifier's with {view_text} (the "
+              f"hand-over-the-face check's own score is left out here)."), "",
              (f"Video calibration ({chosen}): offset {offsets[chosen]:.3f} (logit; track_mean would take "
               f"{offsets['track_mean']:.3f}), fitted on {len(calib)} real videos (the talking-faces clips); "
               f"leave-one-clip-out share of real calibration videos at or above review {review:.3f}: "
