@@ -224,14 +224,15 @@ class Manifest(BaseModel):
     @property
     def crop_margins(self) -> tuple[float, ...]:
         """Every margin a face is cropped at: crop.margin first, then tta.margins."""
-        return (self.crop.margin, *(m for m in self.tta.margins if m != self.crop.margin))
+        return self._with_crop_margin(self.tta.margins)
 
     @property
     def video_crop_margins(self) -> tuple[float, ...]:
         """The margins a face in a video frame is cropped at (tta.video, else as a photo's)."""
-        if self.tta.video is None:
-            return self.crop_margins
-        return (self.crop.margin, *(m for m in self.tta.video.margins if m != self.crop.margin))
+        return self.crop_margins if self.tta.video is None else self._with_crop_margin(self.tta.video.margins)
+
+    def _with_crop_margin(self, further: list[float]) -> tuple[float, ...]:
+        return (self.crop.margin, *(m for m in further if m != self.crop.margin))
 
     @property
     def video_hflip(self) -> bool:

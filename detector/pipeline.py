@@ -204,6 +204,7 @@ class Detector:
     def _finish(self, frames, crops, info, timings, t0, hashes=None, tracks=None,
                 classify: int | None = None) -> DetectionResult:
         t = time.perf_counter()
+        kind = info.kind if info else "image"
         if crops:
             # Dense sampling (the occlusion check) detects faces in every frame; the classifier
             # scores at most `classify` of them (default: `frames`), spread evenly, as many as
@@ -211,15 +212,13 @@ class Detector:
             chosen = _spread([i for i, fr in enumerate(frames) if fr.faces], classify or self.frames)
             offsets = np.cumsum([0] + [len(fr.faces) for fr in frames])
             picked = [offsets[i] + j for i in chosen for j in range(len(frames[i].faces))]
-            video = info is not None and info.kind == "video"
             scores = self.classifier(np.stack([crops[k] for k in picked]),
-                                     hflip=self.manifest.video_hflip if video else None)
+                                     hflip=self.manifest.video_hflip if kind == "video" else None)
             it = iter(scores.tolist())
             for i in chosen:
                 for face in frames[i].faces:
                     face.fake_score = round(next(it), 4)
         timings["classify"] = (time.perf_counter() - t) * 1000
-        kind = info.kind if info else "image"
         base = (video_score(frames, self.top_k, self.manifest.video) if kind == "video"
                 else picture_score(frames, self.manifest.picture))
         occ = None

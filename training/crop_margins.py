@@ -41,13 +41,19 @@ def margin_copy(sets: Path, model: Path, margin: float) -> Path:
     """A copy of `model` that crops every face at `margin` alone (under sets/margins/)."""
     manifest = json.loads((model / "model.json").read_text())
     out = sets / "margins" / f"{manifest['name']}-{manifest['version']}-m{margin:g}"
-    out.mkdir(parents=True, exist_ok=True)
-    net = out / manifest.get("file", "model.onnx")
-    if not net.exists():
-        net.symlink_to((model / manifest.get("file", "model.onnx")).resolve())
     manifest["crop"] = {**manifest.get("crop", {}), "margin": margin}
     manifest["tta"] = {**manifest.get("tta", {}), "margins": []}
     manifest["version"] = f"{manifest['version']}+m{margin:g}"
+    return linked_copy(model, out, manifest)
+
+
+def linked_copy(model: Path, out: Path, manifest: dict) -> Path:
+    """A model folder `out` that runs `model`'s network (a link to its file, not a copy) with
+    `manifest` as its model.json: the same network read another way."""
+    out.mkdir(parents=True, exist_ok=True)
+    net = out / manifest.get("file", "model.onnx")
+    if not net.exists():
+        net.symlink_to((Path(model) / manifest.get("file", "model.onnx")).resolve())
     (out / "model.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return out
 

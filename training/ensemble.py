@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from detector.manifest import Manifest, load_manifest
+from training import half
 
 SAME = ("layout", "color", "scale", "mean", "std")
 PRECISION_F16 = ("float16 weights, float32 compute: the joined graph's weights stored as float16 and cast to "
@@ -83,8 +84,6 @@ def merge(members: list[Manifest]):
     input is smaller than the ensemble's is fed the crop resized to its size (Resize, linear)."""
     import onnx
     from onnx import TensorProto, compose, helper
-
-    from training import half
 
     protos = [half.load(m.model_path) for m in members]  # joined as float32 (--float16 halves the whole)
     opsets = [next(o.version for o in p.opset_import if o.domain in ("", "ai.onnx")) for p in protos]
@@ -138,8 +137,6 @@ def unpack(folder: str | Path, out: Path) -> list[Path]:
     feed and scale nodes, renamed back: it computes the member's raw logit exactly."""
     import onnx
     from onnx import TensorProto, helper
-
-    from training import half
 
     ens = load_manifest(folder)
     if not is_ensemble(ens):
@@ -347,8 +344,6 @@ def _join(args, folders: list[Path], argv) -> int:
     path = args.out / "model.onnx"
     merged = merge(members)
     if args.float16:
-        from training import half
-
         merged = half.halve(merged)
         print(f"float16 storage: {half.halved(merged)} weights halved (training.half)")
     onnx.save(merged, str(path))

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training import half
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 BACKBONES = ("effnet-lite0", "mobilenetv2")
@@ -125,8 +127,6 @@ def _load_fused_onnx(model: nn.Module, path: str | Path, size: int = 224) -> nn.
     bias. Checked against onnxruntime on random input before it is returned."""
     import onnxruntime as ort
     from onnx import numpy_helper
-
-    from training import half
 
     graph = half.load(path).graph  # weights stored as float16 (training.half) read as float32
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}

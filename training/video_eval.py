@@ -34,7 +34,6 @@ import csv
 import hashlib
 import json
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from detector.aggregate import _logit, face_tracks, item_score, track_score
 from detector.result import FaceEvidence, FrameEvidence
 from training import data as D
 from training import shift_eval
+from training.crop_margins import linked_copy
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -180,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="verity-views-") as tmp:
         scored_by = args.model
         if args.views:  # analysed with those views in a copy; the model's folder changes only with --write
-            scored_by = str(Path(tmp) / model_dir.name)
-            shutil.copytree(model_dir, scored_by)
-            (Path(scored_by) / "model.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            scored_by = str(linked_copy(model_dir, Path(tmp) / model_dir.name, manifest))
         items = analyse(videos(Path(args.data), Path(args.corpus), Path(args.pyfeat)), scored_by, Path(args.cache))
     scored = [it for it in items if face_tracks(it["frames"])]
     top_k = {"top_k": None, "track_top_k": TOP_K_FRAMES, "track_mean": None}
